@@ -1,0 +1,76 @@
+"""Command-line entry point: one command per verb.
+
+Each group of commands lives in its own module and is imported only when used, so `autoscale fit`
+never pays for importing torch. `AutoscaleError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from autoscale.errors import AutoscaleError
+
+# command name -> (module, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "plan": ("autoscale.cli.core", "plan", "Write the DDO runs table (base + perturbations) to fill in."),
+    "fit": ("autoscale.cli.core", "fit", "Fit per-domain power laws to a runs table and allocate tokens."),
+    "predict": ("autoscale.cli.core", "predict", "Extrapolate optimal mixtures to a larger budget (AutoScale)."),
+    "data": ("autoscale.cli.data", "data", "Build the demo corpus, tokenise corpora, inspect token stores."),
+    "train": ("autoscale.cli.train", "train", "Train one proxy model on a mixture."),
+    "run": ("autoscale.cli.experiment", "run", "Run an AutoScale experiment end to end (resumable)."),
+    "status": ("autoscale.cli.experiment", "status", "Show what an experiment has done, is running, failed."),
+    "report": ("autoscale.cli.report", "report", "Write plots and an HTML report for an experiment."),
+    "demo": ("autoscale.cli.report", "demo", "Run AutoScale on the embedded demo corpus."),
+    "bench": ("autoscale.cli.report", "bench", "Benchmark of record: validation with several seeds."),
+    "export": ("autoscale.cli.export", "export", "Write a mixture in a trainer's config format."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    def _available(self, name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="autoscale")
+def cli() -> None:
+    """autoscale: find the data mixture for your training budget (AutoScale, arXiv 2407.20177)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the CLI, turning user errors into one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="autoscale", standalone_mode=False)
+    except AutoscaleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        # Usage errors (unknown option, missing argument) are bad input too: one line, status 2.
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)
