@@ -1,0 +1,76 @@
+"""Small helpers shared by the CLI modules: reading inputs and writing outputs safely."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from autoscale.errors import AutoscaleError
+from autoscale.mixture import Mixture
+
+T = TypeVar("T")
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """Read a UTF-8 text file, or raise AutoscaleError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise AutoscaleError(f"{what} {str(p)!r} does not exist")
+    if p.is_dir():
+        raise AutoscaleError(f"{what} {str(p)!r} is a directory, expected a file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AutoscaleError(f"cannot read {what} {str(p)!r}: {exc}") from None
+    if not text.strip():
+        raise AutoscaleError(f"{what} {str(p)!r} is empty")
+    return text
+
+
+def read_mixture(path: str | Path) -> Mixture:
+    """Load a mixture JSON file (only ``tokens`` required)."""
+    return Mixture.from_json(read_text(path, "mixture"), what=f"mixture {str(path)!r}")
+
+
+def parse_assignments(
+    text: str | None, option: str, cast: Callable[[str], T] = float, known: tuple[str, ...] | None = None
+) -> dict[str, T]:
+    """Parse ``name=value,name=value`` (as in ``--max-tokens web=1e9,code=2e8``).
+
+    Duplicate names, names outside ``known`` and values ``cast`` rejects are AutoscaleErrors.
+    """
+    out: dict[str, T] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise AutoscaleError(f"{option}: expected name=value, got {item.strip()!r}")
+        if name in out:
+            raise AutoscaleError(f"{option}: domain {name!r} given twice")
+        if known is not None and name not in known:
+            raise AutoscaleError(f"{option}: unknown name {name!r} (known: {', '.join(known)})")
+        try:
+            out[name] = cast(value)
+        except ValueError:
+            raise AutoscaleError(f"{option}: bad value {value!r} for {name!r}") from None
+    return out
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder, then rename."""
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        raise AutoscaleError(f"output folder {str(p.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
