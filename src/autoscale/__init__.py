@@ -1,30 +1,31 @@
 """autoscale: scale-aware data mixing for LLM pre-training (AutoScale, arXiv 2407.20177).
 
-The public Python API mirrors the CLI:
+The Python API mirrors the CLI and is pure numpy/scipy (no torch is imported here):
 
-    from autoscale import Mixture, RunsTable, fit_ddo, allocate, extrapolate, plan_ddo
+    from autoscale import RunsTable, fit_ddo, extrapolate
+    ddo_small = fit_ddo(RunsTable.read_csv("runs_0.3B.csv")).mixture
+    ddo_large = fit_ddo(RunsTable.read_csv("runs_1.2B.csv")).mixture
+    target = extrapolate([ddo_small, ddo_large], target=10e9).mixture
 """
 
+from autoscale.ddo.allocate import Allocation, allocate
+from autoscale.ddo.fit import DDOResult, fit_ddo
+from autoscale.ddo.plan import plan_ddo
+from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
+from autoscale.extrapolate import Extrapolation, extrapolate
 from autoscale.mixture import Mixture
 
-__all__ = ["AutoscaleError", "Mixture"]
+__all__ = [
+    "Allocation",
+    "AutoscaleError",
+    "DDOResult",
+    "Extrapolation",
+    "Mixture",
+    "RunsTable",
+    "allocate",
+    "extrapolate",
+    "fit_ddo",
+    "plan_ddo",
+]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    # Lazy so that `import autoscale` stays cheap (no scipy import for the CLI's --help).
-    lazy = {
-        "RunsTable": "autoscale.ddo.runs",
-        "plan_ddo": "autoscale.ddo.plan",
-        "fit_ddo": "autoscale.ddo.fit",
-        "DDOResult": "autoscale.ddo.fit",
-        "allocate": "autoscale.ddo.allocate",
-        "Allocation": "autoscale.ddo.allocate",
-        "extrapolate": "autoscale.extrapolate",
-    }
-    if name in lazy:
-        import importlib
-
-        return getattr(importlib.import_module(lazy[name]), name)
-    raise AttributeError(f"module 'autoscale' has no attribute {name!r}")

@@ -115,10 +115,26 @@ class Mixture:
     @classmethod
     def from_json(cls, text: str, what: str = "mixture") -> Mixture:
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise AutoscaleError(f"{what}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+        except _DuplicateKey as exc:
+            raise AutoscaleError(f"{what}: key {exc.args[0]!r} appears twice in one JSON object") from None
         return cls.from_dict(data, what)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys silently: a duplicated domain would vanish.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _jsonable(obj: Any) -> Any:

@@ -61,6 +61,23 @@ def parse_assignments(
     return out
 
 
+_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_tokens(text: str, option: str = "--budget") -> float:
+    """A positive token count: ``250000``, ``2.5e5``, ``250k``, ``1.2B``."""
+    raw = text.strip().replace("_", "")
+    scale = _SUFFIXES.get(raw[-1:].lower(), 1.0) if raw else 1.0
+    number = raw[:-1] if scale != 1.0 else raw
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise AutoscaleError(f"{option}: expected a number of tokens like 2e5 or 200k, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise AutoscaleError(f"{option}: must be a positive number of tokens, got {text!r}")
+    return value
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder, then rename."""
     p = Path(path)

@@ -1,0 +1,98 @@
+"""The DDO design: a base run plus one-domain perturbations.
+
+For each domain and each ratio r, one run trains on r times the base amount of that domain and the
+base amount of every other domain (so the total changes: the other domains are held fixed, which is
+what the per-domain response y_i(x) measures). With R ratios there are 1 + R*m runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from autoscale.ddo.runs import RunsTable
+from autoscale.errors import AutoscaleError
+from autoscale.mixture import Mixture
+
+PUBLISHED_RATIOS = (0.2, 3.0)
+
+
+def plan_ddo(
+    domains: Sequence[str] | None = None,
+    budget: float | None = None,
+    base: Mixture | None = None,
+    ratios: Sequence[float] = PUBLISHED_RATIOS,
+    eval_names: Sequence[str] = (),
+) -> RunsTable:
+    """The runs table of a DDO design, with empty eval cells to fill in.
+
+    Args:
+        domains: training domains. Optional with ``base`` (then its domains, in its order).
+        budget: total tokens of the base run. Default: the base mixture's budget; required without one.
+        base: base mixture (tokens or weights that matter); default uniform over ``domains``.
+        ratios: multipliers of one domain's base amount (> 0, != 1, distinct); published: 0.2 and 3.
+        eval_names: validation sets, one ``eval.<name>`` column each; default one per domain.
+    Returns:
+        ``RunsTable`` with runs ``base`` and ``<domain>-x<ratio>``; tokens rounded to whole tokens.
+    """
+    if base is None:
+        if not domains:
+            raise AutoscaleError("plan needs the domains (or a base mixture)")
+        if budget is None:
+            raise AutoscaleError("plan needs a budget in tokens (or a base mixture)")
+        names = _unique(domains)
+        base = Mixture.from_weights({d: 1.0 for d in names}, _budget(budget))
+    else:
+        names = base.domains if not domains else _unique(domains)
+        if set(names) != set(base.domains):
+            raise AutoscaleError(
+                f"domains {', '.join(names)} differ from the base mixture's {', '.join(base.domains)}"
+            )
+        if budget is not None:
+            base = base.scaled_to(_budget(budget))
+    exact = np.array([base.tokens[d] for d in names], dtype=float)
+    base_tokens = np.round(exact)
+    for d, n in zip(names, base_tokens, strict=True):
+        if n <= 0:
+            raise AutoscaleError(f"the base run gives domain {d!r} no tokens; DDO scales each domain's base amount")
+
+    labels = []
+    for r in ratios:
+        r = float(r)
+        if not math.isfinite(r) or r <= 0 or r == 1:
+            raise AutoscaleError(f"ratios must be positive numbers other than 1, got {r!r}")
+        labels.append((r, f"{r:g}"))
+    if len({label for _, label in labels}) != len(labels):
+        raise AutoscaleError(f"ratios must be distinct, got {', '.join(label for _, label in labels)}")
+    if not labels:
+        raise AutoscaleError("plan needs at least one ratio (two give the 3 points a fit needs)")
+
+    runs, tokens = ["base"], [base_tokens]
+    for r, label in labels:
+        for i, d in enumerate(names):
+            row = base_tokens.copy()
+            row[i] = round(exact[i] * r)
+            runs.append(f"{d}-x{label}")
+            tokens.append(row)
+    evals = tuple(eval_names) if eval_names else names
+    return RunsTable(tuple(runs), names, np.array(tokens), evals, np.full((len(runs), len(evals)), np.nan))
+
+
+def _unique(domains: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(domains)
+    for d in names:
+        if not isinstance(d, str) or not d.strip():
+            raise AutoscaleError(f"domain names must be non-empty, got {d!r}")
+    dupes = sorted({d for d in names if names.count(d) > 1})
+    if dupes:
+        raise AutoscaleError(f"duplicate domain name {dupes[0]!r}")
+    return names
+
+
+def _budget(budget: float) -> float:
+    value = float(budget)
+    if not math.isfinite(value) or value <= 0:
+        raise AutoscaleError(f"budget must be a positive number of tokens, got {budget!r}")
+    return value

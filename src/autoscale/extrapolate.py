@@ -1,0 +1,327 @@
+"""AutoScale: extrapolate optimal mixtures from affordable budgets to a larger one.
+
+If the loss is a separable sum of per-domain power laws, KKT makes every log N_i* affine in one
+common parameter, so with optimal token amounts A (smaller budget) and B (larger budget)
+
+    N_i(s) = A_i * (B_i / A_i)^s        (tokens, element-wise; s = 0 gives A, s = 1 gives B)
+
+and the paper's rule N_i = B_i^2 / A_i is s = 2. ``steps=K`` applies the rule K times (s = K + 1);
+``target=T`` solves sum_i N_i(s) = T for s (any real s: interpolation too). The new budget and
+weights follow from the tokens.
+
+Three or more mixtures: log N_ij = alpha_i + beta_i t_j with one scale parameter t_j per input
+mixture shared by all domains, fitted by least squares (the leading singular vector of the centred
+log-token matrix), normalised so t = 0 at the smallest budget and 1 at the largest. With two
+mixtures this is exactly the formula above. ``steps=K`` then moves K mean input spacings beyond the
+largest input: s = 1 + K / (k - 1).
+
+Offsets (``offsets=True``): the DDO model is (n + a)^(-b), for which the exact geometric law holds
+for N_i + N_i^0 with N_i^0 = a_i x base tokens (the "equivalent data size"), not for N_i. The
+variant applies the law to N_i + o_i and subtracts o_i afterwards, with o_i the mean over the
+inputs of ``offset_tokens`` that ``fit --json`` stores. The default (no offsets) is the paper's rule.
+
+Floors (``min_weight``) and caps (``max_tokens``) apply only when asked. They are met by
+re-allocating at the target, not by clipping and renormalising: the law is the KKT path of an
+implied separable convex model (domain i's marginal gain falls as its tokens grow along the path),
+so bounded domains are pinned and the free ones move together along the law to a new s' where
+sum_i clip(N_i(s'), lo_i, hi_i) = target. For a separable power-law world this is the exact
+bounded optimum at the target; free domains keep the law's relative trends, not its proportions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+
+from autoscale.ddo.allocate import bracket_root, caps_in_tokens
+from autoscale.errors import AutoscaleError
+from autoscale.mixture import Mixture
+
+
+@dataclass(frozen=True, eq=False)
+class Extrapolation:
+    """The extrapolated mixture and how it was obtained.
+
+    Attributes:
+        mixture: tokens per domain at the target (bounds applied when asked).
+        s: the law's scale parameter at the target (0: smallest input, 1: largest input).
+        warnings: one line each.
+        method: how the law was built, in words (two-point law or least-squares line).
+        law: the law's tokens at s before any floor or cap.
+        scale: s of each input mixture, in budget order.
+        alpha, beta: domain -> log-law coefficients: log(N_i + o_i) = alpha_i + beta_i * s.
+        offsets: domain -> o_i tokens added before applying the law (all 0 by default).
+        rms: root-mean-square residual of the log-law over the inputs (3+ mixtures), else None.
+        bounded: domain -> "floor" | "cap" for domains the bounds stopped.
+    """
+
+    mixture: Mixture
+    s: float
+    warnings: list[str]
+    method: str
+    law: Mixture | None = None
+    scale: tuple[float, ...] = ()
+    alpha: dict[str, float] = field(default_factory=dict)
+    beta: dict[str, float] = field(default_factory=dict)
+    offsets: dict[str, float] = field(default_factory=dict)
+    rms: float | None = None
+    bounded: dict[str, str] = field(default_factory=dict)
+
+
+def extrapolate(
+    mixtures: Sequence[Mixture],
+    *,
+    target: float | None = None,
+    steps: int | None = None,
+    min_weight: float | None = None,
+    max_tokens: Mapping[str, float] | None = None,
+    offsets: bool = False,
+) -> Extrapolation:
+    """Extrapolate optimal mixtures (two or more budgets) to ``target`` tokens or ``steps`` steps.
+
+    Args:
+        mixtures: optimal mixtures at different budgets, same domains (any order: sorted by budget).
+        target: total tokens wanted (> 0); exclusive with ``steps``.
+        steps: apply the paper's rule this many times (>= 1); exclusive with ``target``.
+        min_weight: floor on every domain's weight at the target (applied only when given).
+        max_tokens: domain -> cap in tokens at the target (applied only when given).
+        offsets: apply the law to tokens + DDO offsets (see the module docstring).
+    """
+    if len(mixtures) < 2:
+        raise AutoscaleError(f"extrapolation needs at least two mixtures at different budgets, got {len(mixtures)}")
+    if (target is None) == (steps is None):
+        raise AutoscaleError("give exactly one of a target budget (tokens) or a number of steps")
+    if target is not None:
+        target = float(target)
+        if not math.isfinite(target) or target <= 0:
+            raise AutoscaleError(f"target must be a positive number of tokens, got {target:g}")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise AutoscaleError(f"steps must be a whole number >= 1, got {steps!r}")
+
+    domains = mixtures[0].domains
+    for k, mx in enumerate(mixtures[1:], 2):
+        if set(mx.domains) != set(domains):
+            missing = sorted(set(domains) - set(mx.domains))
+            extra = sorted(set(mx.domains) - set(domains))
+            raise AutoscaleError(
+                f"mixture {k} has different domains from mixture 1 (missing: {', '.join(missing) or '-'}; "
+                f"extra: {', '.join(extra) or '-'})"
+            )
+    ordered = sorted(mixtures, key=lambda mx: mx.budget)
+    budgets = [mx.budget for mx in ordered]
+    for b1, b2 in pairwise(budgets):
+        if b2 <= b1 * (1 + 1e-12):
+            raise AutoscaleError(f"two mixtures have the same budget ({b1:.6g} tokens); the law needs different budgets")
+    tokens = np.array([[mx.tokens[d] for d in domains] for mx in ordered])
+    offset = _offsets(ordered, domains) if offsets else np.zeros(len(domains))
+    shifted = tokens + offset
+    bad = np.argwhere(shifted <= 0)
+    if bad.size:
+        k, i = bad[0]
+        what = "tokens + offset" if offsets else "tokens"
+        raise AutoscaleError(
+            f"domain {domains[i]!r} has {what} <= 0 in the {budgets[k]:.4g}-token mixture; the law needs positive amounts"
+        )
+
+    log_n = np.log(shifted)
+    n_mix = len(ordered)
+    if n_mix == 2:
+        scale = np.array([0.0, 1.0])
+        alpha, beta, rms = log_n[0], log_n[1] - log_n[0], None
+        method = "two-point law N_i(s) = A_i (B_i / A_i)^s"
+    else:
+        scale, alpha, beta, rms = _fit_line(log_n)
+        method = (f"least-squares line of log tokens in one shared scale parameter over {n_mix} mixtures "
+                  f"(rms {rms:.3g} in log tokens)")
+    if offsets:
+        method += ", applied to tokens + DDO offsets"
+
+    def law(s: float) -> np.ndarray:
+        if n_mix == 2 and not offsets:
+            return tokens[0] * (tokens[1] / tokens[0]) ** s  # the paper's arithmetic: s = 2 is B^2 / A
+        return np.exp(alpha + beta * s) - offset
+
+    if steps is not None:
+        s = 1.0 + int(steps) / (n_mix - 1)
+    else:
+        s = _solve_target(alpha, beta, target + float(offset.sum()))
+    unconstrained = law(s)
+    total = float(unconstrained.sum()) if target is None else target
+
+    warnings = _bound_history(ordered, domains)
+    lo = np.zeros(len(domains))  # tokens cannot be negative (only reachable with offsets)
+    if min_weight is not None:
+        min_weight = float(min_weight)
+        if not math.isfinite(min_weight) or not 0 <= min_weight < 1:
+            raise AutoscaleError(f"min_weight must be in [0, 1), got {min_weight!r}")
+        lo[:] = min_weight * total
+    hi = caps_in_tokens(max_tokens, domains)
+    if lo.sum() > total * (1 + 1e-12):
+        raise AutoscaleError(f"infeasible bounds: the floors need {lo.sum():.6g} tokens, above the target {total:.6g}")
+    if hi.sum() < total * (1 - 1e-12):
+        raise AutoscaleError(f"infeasible bounds: the caps allow {hi.sum():.6g} tokens, below the target {total:.6g}")
+    lo = np.minimum(lo, hi)
+
+    for i, d in enumerate(domains):
+        if unconstrained[i] > hi[i]:
+            warnings.append(f"domain {d!r}: the law asks for {unconstrained[i]:.4g} tokens, above its cap of {hi[i]:.4g}")
+        elif unconstrained[i] < 0:
+            warnings.append(f"domain {d!r}: the offset law gives it a negative amount; it is held at 0")
+        elif min_weight is not None and unconstrained[i] < lo[i]:
+            warnings.append(f"domain {d!r}: the law gives it weight {unconstrained[i] / total:.4g}, below the floor {min_weight:g}")
+
+    final, bounded = unconstrained, {}
+    if np.any(unconstrained < lo) or np.any(unconstrained > hi):
+        s_bounded = _reallocate(law, s, total, lo, hi)
+        raw = law(s_bounded)
+        at_floor, at_cap = raw <= lo, (raw >= hi) & (raw > lo)
+        final = np.clip(raw, lo, hi)
+        free = ~(at_floor | at_cap)
+        if free.any():  # the root leaves a relative 1e-15 drift: give it to the free domains
+            final[free] *= 1 + (total - final.sum()) / final[free].sum()
+        bounded = {d: "floor" if at_floor[i] else "cap" for i, d in enumerate(domains) if at_floor[i] or at_cap[i]}
+
+    metadata = {
+        "method": "autoscale",
+        "law": method,
+        "s": s,
+        "scale": scale.tolist(),
+        "input_budgets": budgets,
+        "offsets": bool(offsets),
+        "bounded": bounded,
+    }
+    if bounded:
+        metadata["law_tokens"] = dict(zip(domains, unconstrained.tolist(), strict=True))
+    if warnings:
+        metadata["warnings"] = list(warnings)
+    return Extrapolation(
+        mixture=Mixture(dict(zip(domains, final.tolist(), strict=True)), metadata),
+        s=float(s),
+        warnings=warnings,
+        method=method,
+        law=Mixture(dict(zip(domains, np.maximum(unconstrained, 0).tolist(), strict=True))),
+        scale=tuple(scale.tolist()),
+        alpha=dict(zip(domains, alpha.tolist(), strict=True)),
+        beta=dict(zip(domains, beta.tolist(), strict=True)),
+        offsets=dict(zip(domains, offset.tolist(), strict=True)),
+        rms=rms,
+        bounded=bounded,
+    )
+
+
+def _offsets(mixtures: Sequence[Mixture], domains: tuple[str, ...]) -> np.ndarray:
+    rows = []
+    for mx in mixtures:
+        stored = mx.metadata.get("offset_tokens")
+        if not isinstance(stored, Mapping) or set(stored) != set(domains):
+            raise AutoscaleError(
+                f"offsets need 'offset_tokens' for every domain in each mixture (written by `autoscale fit --json`); "
+                f"the {mx.budget:.4g}-token mixture has none"
+            )
+        values = [stored[d] for d in domains]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise AutoscaleError(f"offset_tokens of the {mx.budget:.4g}-token mixture must be finite numbers")
+        rows.append(values)
+    return np.mean(np.array(rows, dtype=float), axis=0)
+
+
+def _fit_line(log_n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Least-squares log N_ij = alpha_i + beta_i t_j with a shared t (t = 0 first, 1 last)."""
+    centred = log_n - log_n.mean(axis=0)
+    u, _, _ = np.linalg.svd(centred, full_matrices=False)
+    t = u[:, 0]
+    if abs(t[-1] - t[0]) < 1e-12 * max(1.0, float(np.abs(t).max())):
+        raise AutoscaleError("the mixtures do not change between the smallest and largest budget; no law to fit")
+    t = (t - t[0]) / (t[-1] - t[0])
+    tc = t - t.mean()
+    beta = tc @ centred / (tc @ tc)
+    alpha = log_n.mean(axis=0) - beta * t.mean()
+    rms = float(np.sqrt(np.mean((log_n - alpha - np.outer(t, beta)) ** 2)))
+    return t, alpha, beta, rms
+
+
+def _solve_target(alpha: np.ndarray, beta: np.ndarray, goal: float) -> float:
+    """s with sum_i exp(alpha_i + beta_i s) = goal, on the branch where the total grows with s.
+
+    log-total F(s) is convex; budgets grow from s = 0 to s = 1, so F increases at s = 1 and the
+    growing branch is s > s*, the minimiser of F (-inf when no domain shrinks).
+    """
+    if goal <= 0:
+        raise AutoscaleError("target is below what the offset law can reach (its offsets sum above it)")
+    log_goal = math.log(goal)
+
+    def f(s: float) -> float:
+        return float(logsumexp(alpha + beta * s)) - log_goal
+
+    def slope(s: float) -> float:
+        w = np.exp(alpha + beta * s - logsumexp(alpha + beta * s))
+        return float(w @ beta)
+
+    if slope(1.0) <= 0:
+        raise AutoscaleError("the fitted law does not grow with the budget; it cannot reach a target")
+    if np.any(beta < 0):
+        lo, hi = bracket_root(slope, 1.0, decreasing=False, what="law's smallest total")
+        s_min = brentq(slope, lo, hi, xtol=1e-14)
+        floor = f(s_min) + log_goal
+        if f(s_min) >= 0:
+            raise AutoscaleError(
+                f"target {goal:.6g} tokens is below the smallest budget the law reaches ({math.exp(floor):.6g} tokens)"
+            )
+        if f(1.0) >= 0:
+            return brentq(f, s_min, 1.0, xtol=1e-14, rtol=1e-15)
+    else:
+        zero = beta == 0
+        reachable = float(np.exp(logsumexp(alpha[zero]))) if zero.any() else 0.0
+        if goal <= reachable:
+            raise AutoscaleError(
+                f"target {goal:.6g} tokens is not above {reachable:.6g}, the amount of the domains the law holds fixed"
+            )
+    lo, hi = bracket_root(f, 1.0, decreasing=False, limit=200, what="law's scale for the target")
+    return brentq(f, lo, hi, xtol=1e-14, rtol=1e-15)
+
+
+def _reallocate(law, s: float, total: float, lo: np.ndarray, hi: np.ndarray) -> float:
+    """s' nearest s where the bounded amounts along the law sum to ``total``."""
+
+    def gap(t: float) -> float:
+        return float(np.clip(law(t), lo, hi).sum()) - total
+
+    g0 = gap(s)
+    if g0 == 0:
+        return s
+    step = 1e-3 * max(1.0, abs(s))
+    prev = {1: s, -1: s}
+    for _ in range(80):
+        for side in (1, -1):
+            t = s + side * step
+            if (gap(t) > 0) != (g0 > 0):
+                a, b = sorted((prev[side], t))
+                return brentq(gap, a, b, xtol=1e-14, rtol=1e-15)
+            prev[side] = t
+        step *= 2
+    raise AutoscaleError("cannot meet the floors and caps along the law at this target")
+
+
+def _bound_history(mixtures: Sequence[Mixture], domains: tuple[str, ...]) -> list[str]:
+    """Warnings for domains that sat at a floor or cap at some input budgets but not at others."""
+    out = []
+    states = []
+    for mx in mixtures:
+        bounded = mx.metadata.get("bounded")
+        states.append(bounded if isinstance(bounded, Mapping) else {})
+    for d in domains:
+        for kind in ("floor", "cap"):
+            at = [mx.budget for mx, st in zip(mixtures, states, strict=True) if st.get(d) == kind]
+            not_at = [mx.budget for mx, st in zip(mixtures, states, strict=True) if st.get(d) != kind]
+            if at and not_at:
+                out.append(
+                    f"domain {d!r} sat at its {kind} at {at[0]:.4g} tokens but not at {not_at[0]:.4g}; "
+                    "its extrapolated trend is unreliable"
+                )
+    return out
