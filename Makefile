@@ -25,8 +25,12 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/autoscale demo
 
+# Each script writes bench/results/<name>.md; BENCHMARKS.md is those sections in this order.
+BENCHES := allocation sampler trainer ray_executor
 bench: $(STAMP)
-	$(BIN)/python -m autoscale.bench
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
+	$(BIN)/autoscale bench --out bench/results/record.md
+	{ cat bench/HEADER.md; for b in $(BENCHES) record; do echo; cat bench/results/$$b.md; done; } > BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

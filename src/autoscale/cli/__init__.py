@@ -60,7 +60,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the CLI, turning user errors into one line and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="autoscale", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of raising it.
+        code = cli.main(args=argv, prog_name="autoscale", standalone_mode=False)
     except AutoscaleError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -73,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,194 @@
+"""`autoscale run` and `autoscale status`: the end-to-end experiment and a look at its store.
+
+The pipeline reports progress as events; this module alone renders them (rich: one bar per stage,
+one per running run with tokens/s and ETA) and prints results.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+@click.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Experiment directory (default: the config's `output`, or <config stem>/ beside it).")
+@click.option("--quiet", is_flag=True, help="No progress display; print the results only.")
+def run(config_path: str, out: str | None, quiet: bool) -> None:
+    """Run the AutoScale experiment CONFIG end to end: DDO at each budget, the extrapolated mixture
+    at the target, and (if configured) validation runs with speed-ups. Resumable: rerun the same
+    command after a crash or Ctrl-C, and no finished run is trained again."""
+    from autoscale.experiment.config import load_config
+    from autoscale.experiment.pipeline import run_experiment
+
+    config = load_config(config_path)
+    if out is not None:
+        config = config.model_copy(update={"output": Path(out).resolve()})
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    err = Console(stderr=True)
+    reporter = _QuietReporter() if quiet else _RichReporter(err)
+    try:
+        with reporter:
+            result = run_experiment(config, reporter)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: running runs are marked interrupted; rerun `autoscale run {config_path}` to resume",
+                   err=True)
+        # SystemExit, not click's Exit: with standalone_mode=False click would turn Exit into a return value
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_result(result)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # same clean stop as Ctrl-C
+
+
+def _print_result(result: Any) -> None:
+    console = Console()
+    domains = list(result.target.domains)
+    table = Table(title=f"AutoScale mixtures (weights) - {result.directory}")
+    table.add_column("mixture")
+    table.add_column("tokens", justify="right")
+    for d in domains:
+        table.add_column(d, justify="right")
+    for budget, mixture in result.ddo.items():
+        table.add_row(f"DDO {budget:.4g}", f"{mixture.budget:.4g}", *(f"{mixture.weights[d]:.3f}" for d in domains))
+    t = result.target
+    table.add_row("predicted", f"{t.budget:.4g}", *(f"{t.weights[d]:.3f}" for d in domains), style="bold")
+    console.print(table)
+    validation = result.summary.get("validation") or {}
+    if validation.get("speedup_mean"):
+        console.print(f"speed-up of the predicted mixture (smoothing: {validation['smoothing']}):")
+    for baseline, value in (validation.get("speedup_mean") or {}).items():
+        console.print(f"  over {baseline}: {'not reached' if value is None else f'{value:+.1%}'}")
+    for problem in validation.get("problems", []):
+        console.print(f"[red]validation: {problem}[/red]")
+
+
+class _QuietReporter:
+    """Only failures, one plain line each."""
+
+    def __enter__(self) -> _QuietReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __call__(self, event: Any) -> None:
+        from autoscale.experiment.pipeline import RunFinished
+
+        if isinstance(event, RunFinished) and event.status != "completed":
+            click.echo(f"{event.label}: {event.error}" + (" (will retry)" if event.retry else ""), err=True)
+
+
+class _RichReporter:
+    """One bar per stage (runs), one per running run (tokens, tokens/s, ETA), notes as lines."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False, refresh_per_second=4,
+        )
+        self.stages: dict[str, TaskID] = {}
+        self.done: dict[str, list[int]] = {}  # stage -> [done, total] runs
+        self.runs: dict[str, TaskID] = {}
+        self.started = False  # the display starts with the first stage: bad input prints nothing else
+
+    def __enter__(self) -> _RichReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        from autoscale.experiment.executors import RunProgress
+        from autoscale.experiment.pipeline import Note, RunFinished, RunStarted, StageStarted
+
+        p = self.progress
+        if isinstance(event, StageStarted) and not self.started:
+            p.start()
+            self.started = True
+        if isinstance(event, StageStarted):
+            task = self.stages.get(event.stage)
+            if task is None:
+                task = p.add_task(f"[bold]{event.stage}", total=event.runs, count="", rate="")
+                self.stages[event.stage] = task
+            self.done[event.stage] = [event.done, event.runs]
+            p.update(task, total=event.runs, completed=event.done, count=f"{event.done}/{event.runs} runs")
+        elif isinstance(event, RunStarted):
+            old = self.runs.pop(event.key, None)
+            if old is not None:
+                p.remove_task(old)
+            name = event.label.split(": ", 1)[-1]
+            attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            self.runs[event.key] = p.add_task(f"  {name}{attempt}", total=event.tokens, count="", rate="")
+        elif isinstance(event, RunProgress):
+            task = self.runs.get(event.key)
+            if task is not None:
+                rate = "" if event.tokens_per_s is None else f"{event.tokens_per_s:,.0f} tok/s"
+                p.update(task, completed=event.tokens, count=f"{event.tokens:,} tok", rate=rate)
+        elif isinstance(event, RunFinished):
+            task = self.runs.pop(event.key, None)
+            if task is not None:
+                p.remove_task(task)
+            if event.status == "completed":
+                stage = self.stages.get(event.stage)
+                if stage is not None:
+                    counts = self.done[event.stage]
+                    counts[0] += 1
+                    p.update(stage, completed=counts[0], count=f"{counts[0]}/{counts[1]} runs")
+            else:
+                retry = " (will retry)" if event.retry else ""
+                p.console.print(f"[red]{event.label} failed[/red]: {event.error}{retry}")
+        elif isinstance(event, Note):
+            p.console.print(f"[dim]{event.text}[/dim]")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(directory: str, as_json: bool) -> None:
+    """Show what the experiment in DIRECTORY has done, is running, and what failed."""
+    from autoscale.experiment.runstore import experiment_status
+
+    info = experiment_status(Path(directory))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    console = Console()
+    holder = info["running_pid"]
+    console.print(f"[bold]{info['directory']}[/bold]: "
+                  + (f"`autoscale run` active (pid {holder})" if holder else "no `autoscale run` active"))
+    stages = Table(title="stages")
+    for col in ("stage", "status", "runs", "detail"):
+        stages.add_column(col)
+    for s in info["stages"]:
+        counts = ", ".join(f"{n} {k}" for k, n in s["runs"].items())
+        stages.add_row(s["name"], s["status"], counts, s["detail"] or "")
+    console.print(stages)
+    runs = Table(title="runs")
+    for col in ("run", "status", "tries", "tokens", "tok/s", "wall", "error"):
+        runs.add_column(col, overflow="fold", no_wrap=col in ("status", "tries", "tokens", "tok/s", "wall"))
+    for r in info["runs"]:
+        wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.1f}s"
+        rate = "" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}"
+        runs.add_row(f"{r['stage']}: {r['label']}", r["status"], str(r["attempts"]), f"{r['tokens']:,}", rate, wall,
+                     r["error"] or "")
+    console.print(runs)
+    totals = ", ".join(f"{n} {k}" for k, n in info["totals"].items()) or "no runs yet"
+    console.print(f"runs: {totals}")
+    if info["totals"].get("failed"):
+        console.print("failed runs are tried again by the next `autoscale run`")
+

@@ -1,0 +1,367 @@
+"""ExperimentConfig: one YAML file that defines a whole AutoScale experiment.
+
+Validated with pydantic v2 (unknown keys are errors). Every problem becomes one ``AutoscaleError``
+line naming the key and the value. Relative paths are relative to the config file. Example::
+
+    name: tiny                     # default: the config file's stem
+    seed: 0                        # seed of every proxy run (validation runs: target.seeds)
+    output: runs/tiny              # experiment directory; default: <config stem>/ beside the file
+    data:
+      store: store                 # token store (`autoscale data ...`)
+      sources: corpus              # optional: (re)build the store from this corpus folder, one
+                                   #   file or folder per domain (incremental: unchanged domains stay)
+      vocab_size: 2048             # with sources: BPE vocabulary; val_tokens: validation tokens per domain
+      domains: [web, code, books]  # optional: subset and order of the store's domains
+    proxy:                         # trainer settings (autoscale.train.ProxyConfig, without `store`)
+      model: {n_layer: 2, d_model: 64, n_head: 2, seq_len: 64}
+      train: {batch_size: 8, lr: 3.0e-3}
+      eval: {points: 8, max_tokens: 4096}
+    ddo:
+      budgets: [1.0e5, 4.0e5]      # tokens, two or more, increasing
+      ratios: [0.2, 3.0]           # perturbation amounts relative to the base run
+      base: uniform                # uniform | natural | {domain: weight}
+      min_ratio: 0.2               # floor on each domain, relative to the base amount
+      max_epochs: 4                # cap: epochs x unique tokens (a number or {domain: epochs})
+    objective:
+      metric: perplexity           # perplexity | loss, per validation domain
+      weights: null                # {domain: weight}; null: unweighted mean (the paper's)
+    target:
+      budget: 1.6e6                # tokens; null: the paper's rule N2^2 / N1
+      offsets: false               # true: apply the law to tokens + DDO offsets (see extrapolate.py)
+      validate: true               # train the predicted mixture and the comparisons at the target
+      compare: [uniform, natural, ddo]
+      mixtures: {llama: {web: 0.7, code: 0.1, books: 0.2}}   # named custom weights, also compared
+      seeds: [0]
+      smoothing: 0.6               # EMA weight for the speed-up curves (0: none)
+    executor:
+      kind: inline                 # inline | ray | command
+      retries: 1                   # extra attempts for a failed or diverged run
+      # ray:     workers, num_cpus, num_gpus (per run), address, dashboard
+      # command: command (argument list with {placeholders}), cwd, env, workers, timeout_s, trainer_id
+
+Units: budgets are absolute tokens; ratios and ``min_ratio`` are amounts relative to the base run's
+per-domain tokens; mixture entries under ``base``/``mixtures``/``objective.weights`` are weights
+(normalised to sum to 1).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoscale.errors import AutoscaleError
+from autoscale.train.config import ProxyConfig
+
+BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
+# What a command template may refer to; `tokens` and `weights` are indexed by domain: {tokens[web]}.
+PLACEHOLDERS = (
+    "run_dir", "mixture_json", "budget", "seed", "key", "label", "store", "domains", "tokens", "weights",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_weights(value: dict[str, float] | None, what: str = "") -> dict[str, float] | None:
+    prefix = f"{what}: " if what else ""
+    if value is None:
+        return None
+    if not value:
+        raise ValueError(f"{prefix}weights must name at least one domain")
+    for name, w in value.items():
+        if not w >= 0 or w == float("inf"):
+            raise ValueError(f"{prefix}weight of {name!r} must be a finite number >= 0, got {w!r}")
+    if sum(value.values()) <= 0:
+        raise ValueError(f"{prefix}weights must not all be 0")
+    return value
+
+
+class DataConfig(_Strict):
+    """Where the training and validation tokens come from."""
+
+    store: Path | None = Field(None, description="token store directory")
+    sources: Path | None = Field(None, description="corpus folder (one file or folder per domain) to build the store from")
+    vocab_size: int | None = Field(None, ge=16, description="with sources: tokenizer vocabulary to train")
+    val_tokens: int | None = Field(None, ge=1, description="with sources: validation tokens per domain")
+    domains: list[str] | None = Field(None, min_length=1, description="subset and order of the domains")
+    fingerprint: str = Field("", description="identifies the data when there is no store (command executor)")
+
+    @field_validator("domains")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"domains must be unique, got {v}")
+        return v
+
+
+class DDOConfig(_Strict):
+    """Direct Data Optimization at two or more affordable budgets (METHOD.md section 2)."""
+
+    budgets: list[float] = Field(min_length=2, description="tokens, increasing")
+    ratios: list[float] = Field([0.2, 3.0], min_length=2, description="relative to the base amount")
+    base: Literal["uniform", "natural"] | dict[str, float] = "uniform"
+    min_ratio: float = Field(0.2, ge=0, lt=1, description="floor, relative to the base amount")
+    max_epochs: float | dict[str, float] | None = Field(None, description="cap: epochs x unique tokens")
+    bootstrap: int = Field(0, ge=0, description="bootstrap resamples for weight intervals")
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        if any(not (b > 0 and b != float("inf")) for b in v):
+            raise ValueError(f"budgets must be positive token counts, got {v}")
+        if any(b2 <= b1 for b1, b2 in zip(v, v[1:], strict=False)):
+            raise ValueError(f"budgets must be strictly increasing, got {v}")
+        return v
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not (r > 0 and r != float("inf")) or r == 1 for r in v):
+            raise ValueError(f"ratios must be positive, finite and not 1 (the base run), got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"ratios must be distinct, got {v}")
+        return v
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: Any) -> Any:
+        return _check_weights(v) if isinstance(v, dict) else v
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _epochs(cls, v: Any) -> Any:
+        values = v.values() if isinstance(v, dict) else ([] if v is None else [v])
+        if any(not (e > 0 and e != float("inf")) for e in values):
+            raise ValueError(f"max_epochs must be positive and finite, got {v}")
+        return v
+
+
+class ObjectiveConfig(_Strict):
+    """What the fit minimises: a weighted mean over validation domains of ``metric``."""
+
+    metric: Literal["perplexity", "loss"] = "perplexity"
+    weights: dict[str, float] | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return _check_weights(v)
+
+
+class TargetConfig(_Strict):
+    """The large budget to predict for, and the optional validation runs there."""
+
+    budget: float | None = Field(None, gt=0, description="tokens; null: the paper's N2^2/N1 rule")
+    offsets: bool = Field(False, description="apply the law to tokens + the DDO offsets a_i (not the paper's)")
+    validate_: bool = Field(False, alias="validate")
+    compare: list[Literal["uniform", "natural", "ddo"]] = list(BUILTIN_COMPARISONS)
+    mixtures: dict[str, dict[str, float]] = Field(default_factory=dict, description="name -> weights")
+    seeds: list[int] | None = Field(None, min_length=1)
+    smoothing: float = Field(0.6, ge=0, lt=1, description="EMA weight of the speed-up curves")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("mixtures")
+    @classmethod
+    def _mixtures(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for name, weights in v.items():
+            if name in (*BUILTIN_COMPARISONS, "predicted"):
+                raise ValueError(f"mixture name {name!r} is reserved; choose another")
+            _check_weights(weights, f"mixtures.{name}")
+        return v
+
+    @field_validator("compare")
+    @classmethod
+    def _compare(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"compare lists a mixture twice: {v}")
+        return v
+
+
+class ExecutorConfig(_Strict):
+    """How runs are executed. ``num_cpus``/``num_gpus`` are per run (Ray task resources; torch
+    threads in a Ray task = ``num_cpus``). ``workers``: runs at once (Ray local cluster size,
+    parallel commands)."""
+
+    kind: Literal["inline", "ray", "command"] = "inline"
+    retries: int = Field(1, ge=0, description="extra attempts for a failed or diverged run")
+    workers: int | None = Field(None, ge=1)
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    address: str | None = Field(None, description="ray: an existing cluster; default: a local one")
+    dashboard: bool = Field(False, description="ray: start the dashboard (on 127.0.0.1)")
+    command: list[str] | None = Field(None, min_length=1, description="argument list, no shell")
+    cwd: Path | None = Field(None, description="command: working directory; default: the config's folder")
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+    trainer_id: str = Field("", description="command: part of every run key; change it with your trainer")
+
+    @model_validator(mode="after")
+    def _kind(self) -> ExecutorConfig:
+        if self.kind == "command":
+            if not self.command:
+                raise ValueError("executor.command (an argument list) is required when kind is 'command'")
+            for arg in self.command:
+                _check_placeholders(arg)
+        elif self.command is not None:
+            raise ValueError(f"executor.command is only used with kind 'command', not {self.kind!r}")
+        if self.cwd is not None and self.kind != "command":
+            raise ValueError(f"executor.cwd is only used with kind 'command', not {self.kind!r}")
+        if self.address is not None and self.kind != "ray":
+            raise ValueError(f"executor.address is only used with kind 'ray', not {self.kind!r}")
+        if self.kind != "ray":
+            given = [k for k in ("num_cpus", "num_gpus", "dashboard") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"executor.{given[0]} is only used with kind 'ray' (inline runs: proxy.train)")
+        if self.workers is not None and self.kind == "inline":
+            raise ValueError("executor.workers is for kinds 'ray' and 'command'; inline runs one at a time")
+        return self
+
+
+def _check_placeholders(arg: str) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"executor.command argument {arg!r}: {exc} (write {{{{ and }}}} for braces)") from None
+    for f in fields:
+        root = f.split("[", 1)[0]
+        if root not in PLACEHOLDERS or "." in f:
+            raise ValueError(
+                f"executor.command argument {arg!r}: unknown placeholder {{{f}}} "
+                f"(known: {', '.join(PLACEHOLDERS)})"
+            )
+
+
+class ExperimentConfig(_Strict):
+    """The whole experiment; see the module docstring for the YAML form."""
+
+    name: str | None = None
+    seed: int = Field(0, ge=0)
+    output: Path | None = None
+    data: DataConfig
+    proxy: ProxyConfig = ProxyConfig()
+    ddo: DDOConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
+    target: TargetConfig = TargetConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.proxy.store is not None:
+            raise ValueError("proxy.store: give the store once, as data.store")
+        if "seed" in self.proxy.train.model_fields_set:
+            raise ValueError("proxy.train.seed: give the seed once, as the top-level 'seed'")
+        if self.executor.kind != "command" and self.data.store is None:
+            raise ValueError(f"data.store is required with executor kind {self.executor.kind!r}")
+        if self.data.store is None and self.data.domains is None:
+            raise ValueError("data.domains is required when there is no data.store")
+        if self.data.sources is not None and self.data.store is None:
+            raise ValueError("data.sources needs data.store (where to build the store)")
+        if self.data.sources is None and (self.data.vocab_size or self.data.val_tokens):
+            raise ValueError("data.vocab_size and data.val_tokens only apply with data.sources")
+        if self.target.budget is not None and self.target.budget <= self.ddo.budgets[-1]:
+            raise ValueError(
+                f"target.budget ({self.target.budget:g}) must exceed the largest DDO budget "
+                f"({self.ddo.budgets[-1]:g})"
+            )
+        if self.data.store is None:
+            if self.ddo.base == "natural" or (self.target.validate_ and "natural" in self.target.compare):
+                raise ValueError("the 'natural' mixture needs data.store (the store's token shares)")
+            if self.ddo.max_epochs is not None:
+                raise ValueError("ddo.max_epochs needs data.store (unique tokens per domain)")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds of the validation runs at the target."""
+        return self.target.seeds if self.target.seeds is not None else [self.seed]
+
+    def check_domains(self, domains: tuple[str, ...]) -> None:
+        """Raise AutoscaleError if a domain named in the config is not among ``domains``."""
+        named: list[tuple[str, dict[str, Any]]] = [("objective.weights", self.objective.weights or {})]
+        if isinstance(self.ddo.base, dict):
+            named.append(("ddo.base", self.ddo.base))
+        if isinstance(self.ddo.max_epochs, dict):
+            named.append(("ddo.max_epochs", self.ddo.max_epochs))
+        named += [(f"target.mixtures.{n}", w) for n, w in self.target.mixtures.items()]
+        for where, mapping in named:
+            unknown = [d for d in mapping if d not in domains]
+            if unknown:
+                raise AutoscaleError(
+                    f"{where}: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})"
+                )
+        if isinstance(self.ddo.base, dict):
+            missing = [d for d in domains if self.ddo.base.get(d, 0) <= 0]
+            if missing:
+                raise AutoscaleError(f"ddo.base: domain {missing[0]!r} needs a positive weight")
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file; relative paths become relative to its folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AutoscaleError(f"experiment config {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise AutoscaleError(f"experiment config {str(path)!r} is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AutoscaleError(f"experiment config {str(path)!r} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise AutoscaleError(f"experiment config {str(path)!r}: malformed YAML{where}") from None
+    config = config_from_dict(data, f"experiment config {str(path)!r}")
+    return resolve_paths(config, path)
+
+
+def config_from_dict(data: Any, what: str = "experiment config") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise AutoscaleError(f"{what}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise AutoscaleError(f"{what}: {_one_line(exc)}") from None
+
+
+def resolve_paths(config: ExperimentConfig, path: Path) -> ExperimentConfig:
+    """Make data paths and the output directory absolute, relative to the config file ``path``."""
+    base = path.resolve().parent
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    data = config.data.model_copy(
+        update={"store": absolute(config.data.store), "sources": absolute(config.data.sources)}
+    )
+    output = absolute(config.output) or base / path.stem
+    executor = config.executor
+    if executor.kind == "command":
+        executor = executor.model_copy(update={"cwd": absolute(executor.cwd) or base})
+    return config.model_copy(
+        update={"data": data, "output": output, "executor": executor, "name": config.name or path.stem}
+    )
+
+
+_UNION_TAG = re.compile(r"^(literal\[.*\]|dict\[.*\]|list\[.*\]|float|int|str|function-.*)$")
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    # drop pydantic's union-member tags ("literal['uniform','natural']", "dict[str,float]", "float")
+    loc = ".".join(str(p) for p in err["loc"] if not _UNION_TAG.match(str(p)))
+    loc = loc.replace("validate_", "validate")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {loc!r}"
+    if err["type"] == "missing":
+        return f"missing required setting {loc!r}"
+    if "input" in err and err["type"] != "value_error" and not isinstance(err["input"], dict):
+        return f"{loc}: {msg} (got {err['input']!r})"
+    return f"{loc}: {msg}" if loc and not msg.startswith(("executor.", "proxy.", "data.", "target.")) else msg

@@ -1,0 +1,156 @@
+"""Executors: where and how proxy runs are trained, behind one small interface.
+
+An executor takes a batch of independent ``RunJob``s and yields one ``RunOutcome`` per job as each
+finishes (in any order). It calls ``on_start(job)`` when a job really starts (the run store counts
+attempts there) and ``on_progress(RunProgress)`` while it trains. Stopping the iteration early
+(Ctrl-C) stops the jobs still running; their checkpoints stay, so they resume later.
+
+- ``inline``: in this process, one run after another (``autoscale.train.train_run``).
+- ``ray``: each run a Ray task with ``num_cpus``/``num_gpus`` from the config, on a local cluster
+  (started here, dashboard off, on loopback) or an existing one (``address``).
+- ``command``: the user's own trainer, an argument list with placeholders, run without a shell;
+  it must write ``{run_dir}/metrics.json`` (schema: ``autoscale.train.metrics``), validated here.
+
+Retries are the pipeline's business, not the executor's: a failed job is simply reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from autoscale.errors import AutoscaleError
+
+if TYPE_CHECKING:
+    from autoscale.experiment.config import ExperimentConfig
+
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One training run to execute.
+
+    Args:
+        key: the run's content hash (run store key).
+        label: human name, e.g. ``"ddo 20k: code x3"``.
+        tokens: domain -> absolute training tokens requested, in domain order.
+        seed: the run's seed.
+        run_dir: folder for metrics.json, checkpoint.pt and logs (created by the executor).
+    """
+
+    key: str
+    label: str
+    tokens: Mapping[str, int]
+    seed: int
+    run_dir: Path
+
+    @property
+    def budget(self) -> int:
+        """Total training tokens."""
+        return int(sum(self.tokens.values()))
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a running job is: ``tokens`` trained so far of ``total_tokens``, at ``tokens_per_s``."""
+
+    key: str
+    tokens: int
+    total_tokens: int
+    tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a job ended.
+
+    ``status``: ``completed``, ``diverged`` (a usable metrics.json saying so) or ``failed``.
+    ``metrics``: the validated metrics.json as a dict (None when failed). ``error``: one line.
+    ``fatal``: the failure is bad input that retrying cannot fix (stop the experiment).
+    """
+
+    key: str
+    status: str
+    metrics: Mapping[str, Any] | None = None
+    error: str | None = None
+    wall_time_s: float = 0.0
+    fatal: bool = False
+
+
+OnStart = Callable[[RunJob], None]
+OnProgress = Callable[[RunProgress], None]
+
+
+class Executor(Protocol):
+    """Runs jobs; see the module docstring."""
+
+    name: str
+
+    def execute(self, jobs: Sequence[RunJob], on_start: OnStart, on_progress: OnProgress) -> Iterator[RunOutcome]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def outcome_from_metrics(job: RunJob, metrics: Any, wall_time_s: float) -> RunOutcome:
+    """Turn a validated ``RunMetrics`` into an outcome (diverged runs are never usable)."""
+    data = metrics.to_dict()
+    if metrics.usable:
+        return RunOutcome(job.key, "completed", data, None, wall_time_s)
+    return RunOutcome(job.key, "diverged", data, f"diverged at step {metrics.diverged_at_step}", wall_time_s)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: AutoscaleError messages as they are, others with their type."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, AutoscaleError):
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def write_progress(run_dir: Path, progress: RunProgress) -> None:
+    """For out-of-process runs: a small file the driver polls (written atomically)."""
+    from autoscale.train.metrics import atomic_write_text  # torch-free
+
+    atomic_write_text(run_dir / PROGRESS_FILE, json.dumps({
+        "tokens": progress.tokens, "total_tokens": progress.total_tokens, "tokens_per_s": progress.tokens_per_s,
+        "time": time.time(),
+    }))
+
+
+def read_progress(job: RunJob) -> RunProgress | None:
+    """The latest progress a job wrote to ``run_dir/progress.json`` (None if none or unreadable)."""
+    try:
+        data = json.loads((job.run_dir / PROGRESS_FILE).read_text())
+        rate = data.get("tokens_per_s")
+        return RunProgress(job.key, int(data["tokens"]), int(data.get("total_tokens") or job.budget),
+                           None if rate is None or not math.isfinite(rate) else float(rate))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def make_executor(config: ExperimentConfig, store_path: Path | None) -> Executor:
+    """The executor ``config.executor`` asks for (the command executor checks its program)."""
+    ex = config.executor
+    if ex.kind == "inline":
+        from autoscale.experiment.executors.inline import InlineExecutor
+
+        return InlineExecutor(store_path, config.proxy)
+    if ex.kind == "ray":
+        from autoscale.experiment.executors.ray import RayExecutor
+
+        return RayExecutor(store_path, config.proxy, workers=ex.workers, num_cpus=ex.num_cpus,
+                           num_gpus=ex.num_gpus, address=ex.address, dashboard=ex.dashboard)
+    from autoscale.experiment.executors.command import CommandExecutor
+
+    assert ex.command is not None  # the config validator guarantees it
+    return CommandExecutor(ex.command, store_path=store_path, cwd=ex.cwd or Path.cwd(), env=ex.env,
+                           workers=ex.workers or 1, timeout_s=ex.timeout_s)

@@ -1,0 +1,173 @@
+"""The command executor: a user's own trainer driven through the whole pipeline.
+
+The stand-in trainer below is a separate program that trains a real (if simple) language model on
+the mixture's real tokens: a bigram model with add-k smoothing, evaluated on each domain's fixed
+validation split. It reads `{mixture_json}` and writes `{run_dir}/metrics.json` like any external
+trainer would. A `break.txt` file beside the config makes chosen runs misbehave (the fault).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoscale.cli import main
+from autoscale.data import prepare_store
+from autoscale.experiment.runstore import STORE_FILE, RunStore
+
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+DOMAINS = ["web", "code", "books"]
+
+TRAINER = r'''
+"""Stand-in external trainer: a bigram LM on the mixture's tokens. argv: store mixture_json run_dir seed label"""
+import json, os, sys
+from pathlib import Path
+import numpy as np
+from autoscale.data import MixtureSampler, TokenStore
+
+store_path, mixture_json, run_dir, seed, label = sys.argv[1:6]
+faults = Path("break.txt")
+fault = dict(line.split("=", 1) for line in faults.read_text().splitlines() if line) if faults.exists() else {}
+if fault.get(label) == "malformed":
+    Path(run_dir, "metrics.json").write_text('{"schema_version": 1, "status": "completed", "final": ')
+    sys.exit(0)
+if fault.get(label) == "crash":
+    print("CUDA out of memory (pretend)", file=sys.stderr)
+    sys.exit(3)
+
+store = TokenStore.open(store_path, verify=False)
+tokens = json.loads(Path(mixture_json).read_text())["tokens"]
+sampler = MixtureSampler(store, tokens, seq_len=32, seed=int(seed))
+V = store.vocab_size
+counts = np.zeros((V, V))
+
+def evaluate():
+    probs = (counts + 0.05) / (counts + 0.05).sum(axis=1, keepdims=True)
+    out = {}
+    for d in store.domains:
+        v = np.asarray(store.val_tokens(d), dtype=np.int64)
+        loss = float(-np.log(probs[v[:-1], v[1:]]).mean())
+        out[d] = {"loss": loss, "perplexity": float(np.exp(loss))}
+    return out
+
+batches = list(sampler.batches(8))
+points = {round(len(batches) * k / 5) for k in range(1, 6)}
+curve, seen = [{"step": 0, "tokens": 0, "eval": evaluate()}], 0
+for step, batch in enumerate(batches, 1):
+    np.add.at(counts, (batch[:, :-1].ravel(), batch[:, 1:].ravel()), 1)
+    seen += batch[:, :-1].size
+    if step in points:
+        curve.append({"step": step, "tokens": seen, "eval": evaluate()})
+metrics = {"schema_version": 1, "status": "completed", "final": curve[-1]["eval"], "curve": curve,
+           "tokens_per_domain": sampler.tokens_trained}
+tmp = Path(run_dir, ".metrics.tmp")
+tmp.write_text(json.dumps(metrics))
+os.replace(tmp, Path(run_dir, "metrics.json"))
+'''
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("command") / "store"
+    prepare_store({d: CORPUS / f"{d}.jsonl" for d in DOMAINS}, path, vocab_size=300, val_tokens=2048)
+    return path
+
+
+def setup_experiment(root: Path, store: Path, faults: dict[str, str], **ddo) -> Path:
+    (root / "trainer.py").write_text(TRAINER)
+    (root / "break.txt").write_text("".join(f"{label}={mode}\n" for label, mode in faults.items()))
+    config = {
+        "data": {"store": str(store)},
+        "ddo": {"budgets": [8000, 16000], **ddo},
+        "target": {"budget": 32000, "validate": True, "compare": ["uniform"]},
+        "executor": {
+            "kind": "command",
+            "command": [sys.executable, "trainer.py", "{store}", "{mixture_json}", "{run_dir}", "{seed}", "{label}"],
+            "workers": 2,
+            "retries": 1,
+            "trainer_id": "bigram-v1",
+        },
+    }
+    path = root / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_external_trainer_through_the_pipeline_with_one_malformed_metrics_json(store, tmp_path, capsys):
+    # Three ratios give each domain 4 points, so the fit can go on without one of them.
+    broken = "ddo 8000: web-x0.5"
+    # web may repeat at most 0.05 epochs: a cap the target mixture must respect
+    config = setup_experiment(tmp_path, store, {broken: "malformed"}, ratios=[0.2, 0.5, 3.0],
+                              max_epochs={"web": 0.05})
+    assert run_cli("run", str(config), "--quiet") == 0
+    err = capsys.readouterr().err
+    assert f"{broken}: trainer wrote no valid metrics.json" in err and "malformed JSON" in err
+
+    directory = tmp_path / "experiment"
+    with RunStore(directory / STORE_FILE, readonly=True) as runs:
+        failed = [r for r in runs.runs() if r.status != "completed"]
+        assert [u for r in failed for u in r.uses] == [("ddo 8000", "web-x0.5")]
+        assert failed[0].status == "failed" and failed[0].attempts == 2  # 1 retry, then recorded
+        assert "metrics.json" in failed[0].error
+        assert all(r.attempts == 1 for r in runs.runs() if r.status == "completed")
+        assert len(runs.runs()) == 2 * 10 + 2  # 1 + 3x3 runs per budget; predicted and uniform
+    ddo = json.loads((directory / "ddo_8000.json").read_text())
+    assert list(ddo["failed"]) == ["web-x0.5"] and len(ddo["runs"]) == 10
+    assert len((directory / "runs_8000.csv").read_text().splitlines()) == 1 + 9
+    validation = json.loads((directory / "validation.json").read_text())
+    assert [s["baseline"] for s in validation["speedups"]] == ["uniform"]
+    target = json.loads((directory / "target.json").read_text())
+    assert target["mixture"]["budget"] == pytest.approx(32000)
+    cap = json.loads((directory / "experiment.json").read_text())["caps"]["web"]
+    assert target["bounded"] == {"web": "cap"} and target["mixture"]["tokens"]["web"] == pytest.approx(cap)
+
+    assert run_cli("status", str(directory)) == 0
+    out = capsys.readouterr().out
+    assert "failed" in out and "web-x0.5" in out
+
+    # The user fixes the trainer and reruns: the failed run is trained again and the fit uses it;
+    # the new DDO optimum moves the target, so the predicted mixture gets a new validation run.
+    with RunStore(directory / STORE_FILE, readonly=True) as runs:
+        before = {r.key: r for r in runs.runs()}
+    (tmp_path / "break.txt").write_text("")
+    assert run_cli("run", str(config), "--quiet") == 0
+    with RunStore(directory / STORE_FILE, readonly=True) as runs:
+        after = {r.key: r for r in runs.runs()}
+        assert all(r.status == "completed" for r in after.values())
+        assert after[failed[0].key].attempts == 3
+        assert all(after[k].attempts == 1 for k, r in before.items() if r.status == "completed")
+        assert [after[k].uses for k in set(after) - set(before)] == [(("validate", "predicted"),)]
+    assert len((directory / "runs_8000.csv").read_text().splitlines()) == 1 + 10
+
+
+def test_a_domain_left_with_two_points_is_one_clear_error(store, tmp_path, capsys):
+    config = setup_experiment(tmp_path, store, {"ddo 8000: code-x3": "crash"})
+    assert run_cli("run", str(config), "--quiet") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    message = err[-1]
+    assert message.startswith("error: DDO at 8000 tokens: domain(s) code keep fewer than 3 completed runs")
+    assert "code-x3 (trainer exited with status 3: CUDA out of memory (pretend))" in message
+    with RunStore(tmp_path / "experiment" / STORE_FILE, readonly=True) as runs:
+        statuses = sorted(r.status for r in runs.runs())
+    assert statuses == ["completed"] * 6 + ["failed"]  # nothing else lost
+
+
+def test_a_missing_trainer_program_is_a_config_error(store, tmp_path, capsys):
+    config = setup_experiment(tmp_path, store, {})
+    data = yaml.safe_load(config.read_text())
+    data["executor"]["command"] = ["./no-such-trainer", "{run_dir}"]
+    config.write_text(yaml.safe_dump(data))
+    assert run_cli("run", str(config)) == 2
+    assert "program './no-such-trainer' not found" in capsys.readouterr().err

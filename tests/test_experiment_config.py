@@ -1,0 +1,114 @@
+"""Invalid experiment configs: one line on stderr naming the problem, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoscale.cli import main
+from autoscale.experiment.config import load_config
+
+# Valid apart from the change each case makes; data without a store, so no data is needed.
+VALID = {
+    "data": {"domains": ["web", "code"], "fingerprint": "my-corpus-v1"},
+    "ddo": {"budgets": [1.0e4, 2.0e4]},
+    "target": {"budget": 8.0e4},
+    "executor": {"kind": "command", "command": ["./train.sh", "{run_dir}", "{mixture_json}"]},
+}
+
+
+def changed(path: str, value) -> dict:
+    """VALID with the setting at dotted ``path`` replaced (``...`` deletes it)."""
+    config = copy.deepcopy(VALID)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+CASES = {
+    "unknown key": (changed("ddo.budget", [1e4]), "unknown setting 'ddo.budget'"),
+    "missing section": (changed("ddo", ...), "missing required setting 'ddo'"),
+    "one budget": (changed("ddo.budgets", [1e4]), "ddo.budgets: List should have at least 2 items"),
+    "budgets not increasing": (changed("ddo.budgets", [2e4, 1e4]), "budgets must be strictly increasing"),
+    "ratio of 1": (changed("ddo.ratios", [0.2, 1.0]), "ratios must be positive, finite and not 1"),
+    "floor out of range": (changed("ddo.min_ratio", 1.5), "ddo.min_ratio: Input should be less than 1 (got 1.5)"),
+    "target below a DDO budget": (changed("target.budget", 1.5e4), "target.budget (15000) must exceed"),
+    "unknown executor": (changed("executor.kind", "slurm"), "executor.kind: Input should be 'inline', 'ray' or"),
+    "command without argv": (changed("executor.command", ...), "executor.command (an argument list) is required"),
+    "unknown placeholder": (changed("executor.command", ["./t", "{rundir}"]), "unknown placeholder {rundir}"),
+    "negative retries": (changed("executor.retries", -1), "executor.retries: Input should be greater than or equal"),
+    "bad base mixture": (changed("ddo.base", "popular"), "ddo.base: Input should be 'uniform' or 'natural'"),
+    "reserved mixture name": (changed("target.mixtures", {"uniform": {"web": 1}}), "mixture name 'uniform' is reserved"),
+    "unknown comparison": (changed("target.compare", ["llama"]), "target.compare.0: Input should be"),
+    "bad proxy setting": (changed("proxy", {"model": {"n_layer": 0}}), "proxy.model.n_layer: Input should be greater"),
+    "seed given twice": (changed("proxy", {"train": {"seed": 3}}), "proxy.train.seed: give the seed once"),
+    "inline without a store": (changed("executor", {"kind": "inline"}), "data.store is required with executor kind"),
+    "unknown domain in weights": (changed("objective.weights", {"wiki": 1.0}), "objective.weights: unknown domain 'wiki'"),
+    "one domain": (changed("data.domains", ["web"]), "a data mixture needs at least 2 domains"),
+    "ray setting on a command executor": (changed("executor", {"kind": "command", "command": ["./t"], "num_gpus": 1}),
+                              "executor.num_gpus is only used with kind 'ray'"),
+    "negative weight": (changed("target.mixtures", {"llama": {"web": -1}}), "weight of 'web' must be a finite number"),
+}
+
+
+def run(tmp_path: Path, text: str, capsys) -> tuple[int, str]:
+    (tmp_path / "train.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "train.sh").chmod(0o755)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path)])
+    return int(exc.value.code), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_invalid_config_is_one_line_and_exit_2(case, tmp_path, capsys):
+    config, expected = CASES[case]
+    code, err = run(tmp_path, yaml.safe_dump(config), capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert expected in err
+    assert not (tmp_path / "experiment").exists()  # nothing written for bad input
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("ddo: [unclosed\n", "malformed YAML at line"),
+        ("- just\n- a list\n", "expected a mapping of settings, got list"),
+        ("", "expected a mapping of settings, got NoneType"),
+    ],
+)
+def test_unreadable_config_is_one_line_and_exit_2(text, expected, tmp_path, capsys):
+    code, err = run(tmp_path, text, capsys)
+    assert code == 2 and err.count("\n") == 1 and expected in err
+
+
+def test_missing_store_and_missing_file(tmp_path, capsys):
+    config = changed("executor", {"kind": "inline"})
+    config["data"] = {"store": "nowhere"}
+    code, err = run(tmp_path, yaml.safe_dump(config), capsys)
+    assert code == 2 and "no token store at" in err and str(tmp_path / "nowhere") in err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(tmp_path / "absent.yaml")])
+    assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path):
+    config = changed("data.store", "data/store")
+    path = tmp_path / "sub" / "exp.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path)
+    assert loaded.data.store == tmp_path / "sub" / "data" / "store"
+    assert loaded.output == tmp_path / "sub" / "exp" and loaded.name == "exp"
+    assert loaded.executor.cwd == tmp_path / "sub"
