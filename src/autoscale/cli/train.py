@@ -1,0 +1,74 @@
+"""`autoscale train`: train one proxy model on a mixture and write RUN_DIR/metrics.json.
+
+    autoscale train --mixture mixture.json --budget 2e5 --out runs/base --config proxy.yaml
+
+Data parallel on N processes (gloo on CPU, NCCL on GPUs):
+
+    torchrun --nproc_per_node N -m autoscale train --mixture ... --out ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from autoscale.cli.common import parse_tokens, read_mixture
+from autoscale.errors import AutoscaleError
+from autoscale.train.config import ProxyConfig
+
+
+@click.command()
+@click.option("--mixture", "mixture_path", type=click.Path(dir_okay=False), required=True,
+              help="Mixture JSON ({'tokens': {domain: tokens}}); only its weights are used with --budget.")
+@click.option("--budget", default=None, help="Total training tokens (e.g. 2e5, 200k); default: the mixture's.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="Run folder: metrics.json and checkpoint.pt go here; an interrupted run resumes.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Proxy config YAML (store, model, train, eval); default settings without it.")
+@click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+              help="Token store folder (overrides the config's 'store').")
+@click.option("--seed", type=int, default=None, help="Override train.seed.")
+@click.option("--device", default=None, help="Override train.device (auto, cpu, cuda, cuda:N).")
+@click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
+def train(mixture_path, budget, out, config_path, store_path, seed, device, quiet):
+    """Train one proxy model on a mixture and write OUT/metrics.json."""
+    mixture = read_mixture(mixture_path)
+    if budget is not None:
+        mixture = mixture.scaled_to(parse_tokens(budget))
+    config = ProxyConfig.from_yaml(config_path) if config_path else ProxyConfig()
+    overrides = {k: v for k, v in (("seed", seed), ("device", device)) if v is not None}
+    if overrides:
+        config = config.replace(train=overrides)
+    store = Path(store_path) if store_path else config.store
+    if store is None:
+        raise AutoscaleError("no token store: give --store or 'store' in the --config file")
+
+    from autoscale.train.loop import train_run  # torch: imported only once the inputs are valid
+
+    rank0 = os.environ.get("RANK", "0") == "0"
+    show = rank0 and not quiet
+    if show and sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TimeRemainingColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("train", total=None, rate="")
+
+            def progress(step: int, total: int, tokens: int, rate: float) -> None:
+                bar.update(task, completed=step, total=total, rate=f"{rate:,.0f} tok/s")
+
+            metrics = train_run(store, mixture.tokens, config, out, progress=progress)
+    else:
+        metrics = train_run(store, mixture.tokens, config, out)
+    if not metrics.usable:
+        raise AutoscaleError(f"training diverged at step {metrics.diverged_at_step} (see {out}/metrics.json)")
+    if not show:
+        return
+    click.echo(f"{metrics.status}: {out}/metrics.json  ({metrics.params:,} params, "
+               f"{sum(metrics.tokens_per_domain.values()):,} tokens, {metrics.tokens_per_s or 0:,.0f} tok/s)")
+    for domain, e in metrics.final.items():
+        click.echo(f"  {domain:<16} loss {e.loss:.4f}  perplexity {e.perplexity:.2f}")

@@ -1,0 +1,273 @@
+"""metrics.json: the result of one training run, as written by autoscale or by any external trainer.
+
+Torch-free. Schema version 1 (a JSON object)::
+
+    {
+      "schema_version": 1,                       # required, the integer 1
+      "status": "completed",                     # required: "completed" or "diverged"
+      "diverged_at_step": null,                  # optimizer step whose loss was NaN/inf, else null
+      "final": {                                 # required: per validation domain, at the end
+        "web": {"loss": 3.1, "perplexity": 22.2} #   loss = token-mean cross-entropy (nats);
+      },                                         #   perplexity = exp(loss); give either or both
+      "curve": [                                 # optional: evaluations during the run
+        {"step": 10, "tokens": 40960,            #   optimizer step, training tokens seen so far
+         "eval": {"web": {"loss": 3.4, "perplexity": 30.0}},
+         "train_loss": 3.5}                      #   optional: mean training loss since the last point
+      ],
+      "tokens_per_domain": {"web": 40960},       # optional: tokens actually trained per domain
+      "mixture": {"web": 40960.0},               # optional: tokens requested per domain
+      "tokens_per_s": 15000.0,                   # optional: training throughput, tokens/s
+      "params": 123456,                          # optional: model parameters
+      "wall_time_s": 12.3                        # optional: seconds
+    }
+
+Rules checked on read (each failure is one ``AutoscaleError`` line naming the key):
+- a ``completed`` run has at least one domain in ``final``, every value finite, loss >= 0 and
+  perplexity >= 1; a ``diverged`` run may have an empty ``final`` and is never a usable result;
+- curve steps and tokens are non-negative integers, in increasing step order;
+- other keys are kept untouched in ``RunMetrics.extra`` (autoscale adds e.g. ``epochs``, ``warnings``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoscale.errors import AutoscaleError
+
+SCHEMA_VERSION = 1
+STATUSES = ("completed", "diverged")
+_KNOWN = (
+    "schema_version", "status", "diverged_at_step", "final", "curve", "tokens_per_domain", "mixture",
+    "tokens_per_s", "params", "wall_time_s",
+)
+
+
+@dataclass(frozen=True)
+class DomainEval:
+    """Validation result on one domain: token-mean cross-entropy (nats) and its exp."""
+
+    loss: float
+    perplexity: float
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation during a run, after ``step`` optimizer steps and ``tokens`` training tokens."""
+
+    step: int
+    tokens: int
+    eval: Mapping[str, DomainEval]
+    train_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """A run's result. ``usable`` is False for diverged runs: never treat them as a measurement."""
+
+    status: str
+    final: Mapping[str, DomainEval]
+    diverged_at_step: int | None = None
+    curve: tuple[CurvePoint, ...] = ()
+    tokens_per_domain: Mapping[str, int] = field(default_factory=dict)
+    mixture: Mapping[str, float] = field(default_factory=dict)
+    tokens_per_s: float | None = None
+    params: int | None = None
+    wall_time_s: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """Final validation loss per domain (nats per token)."""
+        return {d: e.loss for d, e in self.final.items()}
+
+    @property
+    def perplexities(self) -> dict[str, float]:
+        """Final validation perplexity per domain."""
+        return {d: e.perplexity for d, e in self.final.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        def evals(m: Mapping[str, DomainEval]) -> dict[str, dict[str, float]]:
+            return {d: {"loss": e.loss, "perplexity": e.perplexity} for d, e in m.items()}
+
+        curve = []
+        for p in self.curve:
+            point: dict[str, Any] = {"step": p.step, "tokens": p.tokens, "eval": evals(p.eval)}
+            if p.train_loss is not None:
+                point["train_loss"] = p.train_loss
+            curve.append(point)
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "status": self.status,
+            "diverged_at_step": self.diverged_at_step,
+            "final": evals(self.final),
+            "curve": curve,
+            "tokens_per_domain": dict(self.tokens_per_domain),
+            "mixture": dict(self.mixture),
+            "tokens_per_s": self.tokens_per_s,
+            "params": self.params,
+            "wall_time_s": self.wall_time_s,
+        }
+        out.update({k: v for k, v in self.extra.items() if k not in out})
+        return out
+
+    def to_json(self) -> str:
+        # allow_nan=False: a NaN would make the file unreadable by strict JSON parsers.
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "metrics.json") -> RunMetrics:
+        return _parse(data, source)
+
+
+def read_metrics(path: str | Path) -> RunMetrics:
+    """Read and validate a metrics.json (ours or an external trainer's)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise AutoscaleError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AutoscaleError(f"{path} cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AutoscaleError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    return _parse(data, str(path))
+
+
+def write_metrics(metrics: RunMetrics, path: str | Path) -> Path:
+    """Write metrics.json atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    atomic_write_text(path, metrics.to_json() + "\n")
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _number(value: Any, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AutoscaleError(f"{source}: {where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, where: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise AutoscaleError(f"{source}: {where} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _domain_eval(value: Any, where: str, source: str) -> DomainEval:
+    if not isinstance(value, Mapping) or not ({"loss", "perplexity"} & set(value)):
+        raise AutoscaleError(f"{source}: {where} must be an object with 'loss' and/or 'perplexity'")
+    loss = _number(value["loss"], f"{where}.loss", source) if "loss" in value else None
+    ppl = _number(value["perplexity"], f"{where}.perplexity", source) if "perplexity" in value else None
+    if loss is not None and not (math.isfinite(loss) and loss >= 0):
+        raise AutoscaleError(f"{source}: {where}.loss must be finite and >= 0, got {value['loss']!r}")
+    if ppl is not None and not (math.isfinite(ppl) and ppl >= 1):
+        raise AutoscaleError(f"{source}: {where}.perplexity must be finite and >= 1, got {value['perplexity']!r}")
+    if loss is None:
+        loss = math.log(ppl)  # type: ignore[arg-type]
+    if ppl is None:
+        ppl = math.exp(min(loss, 700.0))
+    return DomainEval(loss=loss, perplexity=ppl)
+
+
+def _evals(value: Any, where: str, source: str) -> dict[str, DomainEval]:
+    if not isinstance(value, Mapping):
+        raise AutoscaleError(f"{source}: {where} must be an object of domain -> {{loss, perplexity}}")
+    return {str(d): _domain_eval(v, f"{where}[{d!r}]", source) for d, v in value.items()}
+
+
+def _parse(data: Any, source: str) -> RunMetrics:
+    if not isinstance(data, Mapping):
+        raise AutoscaleError(f"{source}: expected a JSON object")
+    for key in ("schema_version", "status", "final"):
+        if key not in data:
+            raise AutoscaleError(f"{source}: missing required key {key!r}")
+    if data["schema_version"] != SCHEMA_VERSION or isinstance(data["schema_version"], bool):
+        raise AutoscaleError(
+            f"{source}: schema_version {data['schema_version']!r} is not supported (expected {SCHEMA_VERSION})"
+        )
+    status = data["status"]
+    if status not in STATUSES:
+        raise AutoscaleError(f"{source}: status must be one of {', '.join(STATUSES)}, got {status!r}")
+    final = _evals(data["final"], "final", source)
+    if status == "completed" and not final:
+        raise AutoscaleError(f"{source}: a completed run needs at least one domain in 'final'")
+    step = data.get("diverged_at_step")
+    diverged_at = None if step is None else _count(step, "diverged_at_step", source)
+
+    curve: list[CurvePoint] = []
+    raw_curve = data.get("curve") or []
+    if not isinstance(raw_curve, list):
+        raise AutoscaleError(f"{source}: curve must be a list of evaluation points")
+    for i, point in enumerate(raw_curve):
+        where = f"curve[{i}]"
+        if not isinstance(point, Mapping) or "step" not in point or "eval" not in point:
+            raise AutoscaleError(f"{source}: {where} must be an object with 'step' and 'eval'")
+        train_loss = point.get("train_loss")
+        curve.append(
+            CurvePoint(
+                step=_count(point["step"], f"{where}.step", source),
+                tokens=_count(point.get("tokens", 0), f"{where}.tokens", source),
+                eval=_evals(point["eval"], f"{where}.eval", source),
+                train_loss=None if train_loss is None else _number(train_loss, f"{where}.train_loss", source),
+            )
+        )
+        if i and curve[-1].step <= curve[-2].step:
+            raise AutoscaleError(f"{source}: {where}.step must be greater than the previous point's step")
+
+    def counts(key: str) -> dict[str, int]:
+        value = data.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise AutoscaleError(f"{source}: {key} must be an object of domain -> tokens")
+        return {str(d): _count(v, f"{key}[{d!r}]", source) for d, v in value.items()}
+
+    mixture_raw = data.get("mixture") or {}
+    if not isinstance(mixture_raw, Mapping):
+        raise AutoscaleError(f"{source}: mixture must be an object of domain -> tokens")
+    mixture = {str(d): _number(v, f"mixture[{d!r}]", source) for d, v in mixture_raw.items()}
+
+    def optional(key: str) -> float | None:
+        value = data.get(key)
+        return None if value is None else _number(value, key, source)
+
+    params = data.get("params")
+    return RunMetrics(
+        status=status,
+        final=final,
+        diverged_at_step=diverged_at,
+        curve=tuple(curve),
+        tokens_per_domain=counts("tokens_per_domain"),
+        mixture=mixture,
+        tokens_per_s=optional("tokens_per_s"),
+        params=None if params is None else _count(params, "params", source),
+        wall_time_s=optional("wall_time_s"),
+        extra={k: v for k, v in data.items() if k not in _KNOWN},
+    )
