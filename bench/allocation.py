@@ -12,14 +12,12 @@ miss of sum n = total. Goal: m = 10,000 in under 0.1 s. Writes bench/results/all
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import scipy
+from _common import machine, write_section
 
 from autoscale.ddo.allocate import allocate
 
@@ -51,19 +49,6 @@ def measure(m: int, repeats: int) -> dict:
     }
 
 
-def machine_facts() -> str:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,100,1000,10000,100000", help="comma-separated m")
@@ -83,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Allocation: exact KKT with floors and caps",
         "",
         f"Command: `{command.strip()}`  ",
-        f"Machine: {machine_facts()}",
+        f"Machine: {machine('numpy', 'scipy')}",
         "",
         "Random instances: a in [-0.1, 5], b in [0.2, 3], floors in [0, 0.5], caps 0.1-3 above them, "
         f"budget 0.9 m; best of {args.repeats} solves.",
@@ -99,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ["", f"Goal (m = {GOAL_M:,} with floors and caps in < {GOAL_S} s): "
                f"{'met' if goal['seconds'] < GOAL_S else 'NOT met'} ({goal['seconds'] * 1e3:.2f} ms)."]
     text = "\n".join(md) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_section(args.out, text)
     return 0
 
 

@@ -13,33 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import machine, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "corpus"
 RESULTS = ROOT / "bench" / "results" / "ray_executor.md"
 DOMAINS = ("web", "code", "books")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import ray
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}")
 
 
 def timed_pass(store, proxy, workers: int, runs: int, budget: int, root: Path) -> dict:
@@ -108,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     text = f"""## Ray executor: 2 workers vs 1 on independent runs
 
 Command: `{command}`
-Machine: {machine()}
+Machine: {machine('torch', 'ray')}
 Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; after: {', '.join(f'{x:.2f}' for x in load_after)}
 
 {args.runs} independent runs of {args.budget:,} tokens each (seeds 0..{args.runs - 1}, uniform over {', '.join(DOMAINS)}),
@@ -121,9 +106,7 @@ Timed from the first submission to the last result, after a warm-up (workers sta
 
 **Speed-up of 2 workers over 1: {speedup:.2f}x** (goal >= 1.7x).
 """
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    write_section(RESULTS, text)
     return 0
 
 

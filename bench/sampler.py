@@ -9,8 +9,6 @@ Prints a markdown section and writes it to bench/results/sampler.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _common import machine
 
 from autoscale.data import MixtureSampler, TokenStore, prepare_store
 
@@ -30,21 +28,6 @@ RESULTS = ROOT / "bench" / "results" / "sampler.md"
 def _python() -> str:
     exe = Path(sys.executable)
     return str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else exe.name
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, numpy {np.__version__}"
-    )
 
 
 def sampler_throughput(store: TokenStore, seq_len: int, batch_size: int, tokens_per_domain: float) -> dict:
@@ -83,7 +66,7 @@ def main() -> None:
         "## Data: mixture sampler and demo corpus",
         "",
         f"Command: `{' '.join(shlex.quote(a) for a in [_python(), 'bench/sampler.py', *sys.argv[1:]])}`  ",
-        f"Machine: {machine()}",
+        f"Machine: {machine('numpy')}",
         "",
     ]
     with tempfile.TemporaryDirectory() as tmp:

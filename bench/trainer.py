@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_name, write_section
 
 from autoscale.train.config import ModelConfig, ProxyConfig, TrainConfig
 from autoscale.train.loop import Runtime, make_optimizer, train_step
@@ -155,15 +156,7 @@ def time_shape(shape: Shape, rt: Runtime, args: argparse.Namespace) -> tuple[dic
 
 
 def machine_facts(device: torch.device) -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    facts = [f"CPU: {cpu}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
+    facts = [f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
              f"torch {torch.__version__}, Python {platform.python_version()}, {platform.system()} {platform.release()}"]
     if device.type == "cuda":
         facts.append(f"GPU: {torch.cuda.get_device_name(device)}")
@@ -238,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{'met' if ok else 'NOT met'} ({nano['flops'] / peak:.1%} of peak, "
                f"{nano['tokens_per_s'] / hf['tokens_per_s']:.2f}x HF)."]
     text = "\n".join(md) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_section(args.out, text)
     return 0
 
 
