@@ -33,20 +33,29 @@ def run(config_path: str, out: str | None, quiet: bool) -> None:
     config = load_config(config_path)
     if out is not None:
         config = config.model_copy(update={"output": Path(out).resolve()})
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    result = run_with_progress(lambda reporter: run_experiment(config, reporter), quiet,
+                               f"autoscale run {config_path}")
+    _print_result(result)
+
+
+def run_with_progress(job: Any, quiet: bool, command: str) -> Any:
+    """Run ``job(reporter)`` under the progress display (or only failures, with ``quiet``).
+
+    Ctrl-C and SIGTERM stop cleanly: running runs are marked interrupted and the process exits
+    with status 130, telling how to resume (``command``).
+    """
     err = Console(stderr=True)
     reporter = _QuietReporter() if quiet else _RichReporter(err)
+    previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         with reporter:
-            result = run_experiment(config, reporter)
+            return job(reporter)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: running runs are marked interrupted; rerun `autoscale run {config_path}` to resume",
-                   err=True)
+        click.echo(f"interrupted: running runs are marked interrupted; rerun `{command}` to resume", err=True)
         # SystemExit, not click's Exit: with standalone_mode=False click would turn Exit into a return value
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _print_result(result)
 
 
 def _sigterm(signum: int, frame: Any) -> None:

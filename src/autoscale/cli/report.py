@@ -1,0 +1,102 @@
+"""`autoscale report`, `autoscale demo` and `autoscale bench`: the visual report, the one-command
+demo on the embedded corpus, and the benchmark of record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from autoscale.cli.experiment import run_with_progress
+
+
+@click.command()
+@click.argument("experiment_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.html and the PNGs (default: EXPERIMENT_DIR/report).")
+def report(experiment_dir: str, out: str | None) -> None:
+    """Write PNG plots and one self-contained HTML page (plots embedded, tables of mixtures and
+    validation results) for the experiment in EXPERIMENT_DIR (written by `autoscale run`)."""
+    from autoscale.report.html import write_report
+    from autoscale.report.load import load_experiment
+
+    data = load_experiment(experiment_dir)
+    files = write_report(data, out or Path(experiment_dir) / "report")
+    click.echo(str(files.html))
+
+
+@click.command()
+@click.option("--quick", is_flag=True,
+              help="4 domains, small budgets and a 2-layer proxy: a few minutes instead of ~20.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Where the demo writes its experiment (default: ./autoscale-demo, or ./autoscale-demo-quick).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every proxy run.")
+@click.option("--corpus", type=click.Path(file_okay=False), default=None,
+              help="Use this corpus folder (<domain>.jsonl files) instead of fetching the demo corpus.")
+@click.option("--quiet", is_flag=True, help="No progress display; print the results only.")
+def demo(quick: bool, directory: str | None, seed: int, corpus: str | None, quiet: bool) -> None:
+    """Run AutoScale end to end on the embedded demo corpus: DDO at two small budgets, the
+    extrapolated mixture at a 4x larger target, validation there against uniform, natural,
+    the reused DDO mixture and a LLaMA-style mixture, and the report. Resumable: rerun the same
+    command after an interruption."""
+    from rich.console import Console
+
+    from autoscale.report.demo import demo_table, run_demo
+
+    err = Console(stderr=True)
+    default = "autoscale-demo-quick" if quick else "autoscale-demo"
+    result = run_with_progress(
+        lambda reporter: run_demo(
+            Path(directory or default), quick=quick, seed=seed, corpus=corpus, reporter=reporter,
+            say=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+        ),
+        quiet, f"autoscale demo{' --quick' if quick else ''}",
+    )
+    Console(width=_width()).print(demo_table(result))
+
+
+@click.command()
+@click.option("--seeds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Validation runs per mixture at the target, seeds 0..N-1.")
+@click.option("--quick", is_flag=True, help="Benchmark the quick demo setting (for a fast look).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Experiment folder (default: ./autoscale-bench, or ./autoscale-bench-quick).")
+@click.option("--corpus", type=click.Path(file_okay=False), default=None,
+              help="Use this corpus folder instead of fetching the demo corpus.")
+@click.option("--out", type=click.Path(dir_okay=False), default="bench/results/record.md", show_default=True,
+              help="Markdown section for BENCHMARKS.md.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def bench(seeds: int, quick: bool, directory: str | None, corpus: str | None, out: str, quiet: bool) -> None:
+    """Benchmark of record: the demo's validation with several seeds (speed-up per baseline with
+    its spread), the held-out-budget check (DDO run directly at a budget between the two, L1
+    distance of its weights from the mixture the law predicts there) and the search cost."""
+    from rich.console import Console
+
+    from autoscale.cli.common import write_atomic
+    from autoscale.report.bench import record_markdown, run_bench
+
+    err = Console(stderr=True)
+    default = "autoscale-bench-quick" if quick else "autoscale-bench"
+    command = ("autoscale bench" + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds != 3 else "")
+               + (f" --dir {directory}" if directory else "") + (f" --corpus {corpus}" if corpus else ""))
+    result = run_with_progress(
+        lambda reporter: run_bench(
+            Path(directory or default), seeds=seeds, quick=quick, corpus=corpus, reporter=reporter,
+            say=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+        ),
+        quiet, command,
+    )
+    text = record_markdown(result, command)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_path, text)
+    click.echo(text)
+    click.echo(f"written: {out_path}")
+
+
+def _width() -> int | None:
+    """The terminal's width, or 160 columns when printing to a file or pipe (rich's default, 80,
+    would wrap the table)."""
+    import sys
+
+    return None if sys.stdout.isatty() else 160

@@ -1,0 +1,224 @@
+"""One self-contained HTML page: the plots as base64 data URIs plus the tables.
+
+`render_html` is pure (values in, text out); `write_report` draws the plots and writes
+``report.html`` and the PNGs into a folder, each through a temporary name and a rename so an
+interrupted run never leaves a half-written page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoscale.errors import AutoscaleError
+from autoscale.report.plots import plot_fits, plot_validation, plot_weights_vs_budget
+from autoscale.report.results import ReportData, format_tokens
+
+#: file name -> caption, in page order
+PLOTS = {
+    "weights_vs_budget.png": "Optimal weights per domain at each budget. Solid bars were measured by DDO "
+    "(trained proxies); hatched bars are extrapolated by the AutoScale law.",
+    "fits.png": "Each domain's measured response to its own amount (x = tokens relative to the base run, "
+    "y = objective relative to the base run) and the fitted power law.",
+    "validation.png": "Validation objective of every mixture trained at the target budget. A star marks "
+    "where the predicted mixture reaches a baseline's final value; the speed-up is the share of the "
+    "baseline's tokens saved.",
+}
+
+#: what the pipeline's built-in comparison mixtures are
+COMPARISONS = {
+    "uniform": "every domain the same weight",
+    "natural": "the corpus's own token shares",
+    "ddo": "the DDO optimum of the largest DDO budget, reused at the target as is",
+}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.2rem; margin-top: 2rem;
+       border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
+th { background: #f3f3f3; } td.name, th.name { text-align: left; }
+tr.predicted td { font-weight: 600; background: #fff8e1; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85rem; color: #555; margin-top: 0.3rem; }
+.notes { font-size: 0.85rem; color: #7a4b00; background: #fff8e1; padding: 0.4rem 0.8rem; }
+.good { color: #1b7e2f; } .bad { color: #b3261e; }
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _pct(w: float | None) -> str:
+    return "-" if w is None else f"{100 * w:.1f}%"
+
+
+def _table(header: list[str], rows: list[list[str]], row_classes: list[str] | None = None) -> str:
+    head = "".join(f'<th class="name">{_e(h)}</th>' if i == 0 else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for k, row in enumerate(rows):
+        cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
+        cells = "".join(f'<td class="name">{c}</td>' if i == 0 else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _mixtures_table(data: ReportData) -> str:
+    pts = sorted(data.mixtures, key=lambda p: (p.budget, not p.measured))
+    header = ["domain"] + [f"{p.label} @ {format_tokens(p.budget)}" + ("" if p.measured else " (predicted)") for p in pts]
+    rows = [[_e(d)] + [_pct(p.weights.get(d)) for p in pts] for d in data.domains]
+    rows.append(["<i>budget (tokens)</i>"] + [_e(format_tokens(p.budget)) for p in pts])
+    return _table(header, rows)
+
+
+def _predicted_table(data: ReportData) -> str:
+    target = [p for p in data.mixtures if not p.measured]
+    if not target:
+        return "<p>No predicted mixture.</p>"
+    p = max(target, key=lambda q: q.budget)
+    rows = [[_e(d), _pct(p.weights.get(d)), _e(format_tokens(p.weights.get(d, 0.0) * p.budget))] for d in data.domains]
+    return f"<p>{_e(p.label)} for a budget of {_e(format_tokens(p.budget))} tokens:</p>" + _table(
+        ["domain", "weight", "tokens"], rows
+    )
+
+
+def _validation_table(data: ReportData) -> str:
+    ups = {u.baseline: u for u in data.speedups()}
+    rows, classes = [], []
+    for c in data.validation:
+        u = ups.get(c.name)
+        if c.name == data.predicted:
+            up_text, need = "(this mixture)", "-"
+        elif u is None or u.speedup is None:
+            up_text, need = '<span class="bad">not reached</span>', "-"
+        else:
+            cls = "good" if u.speedup > 0 else "bad"
+            up_text = f'<span class="{cls}">{u.speedup:+.1%}</span>'
+            need = _e(format_tokens(u.steps_to_reach))
+        trained = format_tokens(c.tokens[-1]) if c.tokens else "-"
+        rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text])
+        classes.append("predicted" if c.name == data.predicted else "")
+    header = ["mixture", f"final {data.objective_label}", "tokens trained",
+              f"tokens {data.predicted} needs to match", f"speed-up of {data.predicted}"]
+    from autoscale.experiment.speedup import describe_smoothing
+
+    note = (f"<p>Speed-ups on curves smoothed by: {_e(describe_smoothing(data.smoothing))}. "
+            + " ".join(f"<b>{_e(n)}</b>: {_e(t)}." for n, t in COMPARISONS.items()
+                       if any(c.name == n for c in data.validation)) + "</p>")
+    return _table(header, rows, classes) + note
+
+
+def _validated_weights_table(data: ReportData) -> str:
+    curves = [c for c in data.validation if c.weights]
+    if not curves:
+        return ""
+    rows = [[_e(d)] + [_pct(c.weights.get(d)) for c in curves] for d in data.domains]
+    return "<p>Weights of the validated mixtures:</p>" + _table(["domain"] + [c.name for c in curves], rows)
+
+
+def _fits_table(data: ReportData) -> str:
+    rows = []
+    for label, per_domain in data.fits.items():
+        for d in data.domains:
+            f = per_domain.get(d)
+            if f is None:
+                continue
+            opt = "-" if f.optimum is None else f"{f.optimum:.3g}"
+            rows.append([_e(f"{d}"), _e(label), f"{f.a:.4g}", f"{f.b:.4g}", f"{f.c:.4g}", opt])
+    if not rows:
+        return ""
+    return _table(["domain", "DDO budget", "a", "b", "c", "chosen amount (x)"], rows)
+
+
+def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
+    """The report page for ``data`` with ``images`` (file name -> PNG bytes) embedded inline."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(data.title)}</h1>",
+        "<p>AutoScale (arXiv 2407.20177): DDO finds the optimal mixture at small budgets, the AutoScale law "
+        "extrapolates it to the target budget, and validation trains the target model on each mixture.</p>",
+    ]
+    if data.notes:
+        parts.append('<div class="notes">' + "<br>".join(_e(n) for n in data.notes) + "</div>")
+    if data.facts:
+        parts.append(_table(["setting", "value"], [[_e(k), _e(v)] for k, v in data.facts.items()]))
+    if data.validation:
+        parts += ["<h2>Validation at the target budget</h2>", _validation_table(data), _validated_weights_table(data)]
+    if data.mixtures:
+        parts += ["<h2>Mixtures</h2>", _mixtures_table(data), "<h2>Predicted target mixture</h2>", _predicted_table(data)]
+    parts.append("<h2>Plots</h2>")
+    for name, caption in PLOTS.items():
+        if name in images:
+            parts.append(
+                f'<figure><img src="{data_uri(images[name])}" alt="{_e(name)}">'
+                f"<figcaption>{_e(caption)}</figcaption></figure>"
+            )
+    fits = _fits_table(data)
+    if fits:
+        parts += ["<h2>Fitted power laws</h2>", fits]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def draw_plots(data: ReportData) -> dict[str, bytes]:
+    """The PNGs the data allows (file name -> bytes); a plot with nothing to show is left out."""
+    images: dict[str, bytes] = {}
+    if data.mixtures:
+        images["weights_vs_budget.png"] = plot_weights_vs_budget(data.mixtures, data.domains)
+    if data.fits:
+        images["fits.png"] = plot_fits(data.fits, data.domains)
+    if data.validation:
+        images["validation.png"] = plot_validation(
+            data.validation, data.predicted, data.objective_label, data.smoothing
+        )
+    return images
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a written report lies: the HTML page and the PNGs (also embedded in the page)."""
+
+    html: Path
+    images: tuple[Path, ...]
+
+
+def _write_bytes_atomic(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
+    """Draw the plots and write ``out_dir/report.html`` plus the PNGs; returns their paths."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AutoscaleError(f"cannot create report folder {str(out)!r}: {exc.strerror}") from None
+    images = draw_plots(data)
+    paths = []
+    for name, png in images.items():
+        _write_bytes_atomic(out / name, png)
+        paths.append(out / name)
+    page = out / "report.html"
+    _write_bytes_atomic(page, render_html(data, images).encode("utf-8"))
+    return ReportFiles(page, tuple(paths))

@@ -1,0 +1,242 @@
+"""The report's three plots, drawn from plain values into PNG bytes.
+
+Figures are built with `matplotlib.figure.Figure` directly (the Agg canvas), never with pyplot, so
+no GUI backend or global figure state is involved and the functions are safe to call anywhere.
+Sizes are fixed (inches at `DPI`) so that pages look the same from run to run.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from autoscale.errors import AutoscaleError
+from autoscale.experiment.speedup import SpeedUp, smooth
+from autoscale.report.results import CurveFit, ValidationCurve, WeightsAtBudget, format_tokens, speedup
+
+DPI = 110
+_FONT = {"axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9}
+
+
+def domain_colors(domains: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """A fixed colour per domain, the same in every plot (tab10, then tab20 beyond 10 domains)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(domains) <= 10 else "tab20"]
+    return {d: cmap(i % cmap.N) for i, d in enumerate(domains)}
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _styled(fn: Callable[..., bytes]) -> Callable[..., bytes]:
+    """Run a plot function under the report's font sizes (rc values are read as artists are made)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> bytes:
+        with matplotlib.rc_context(_FONT):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _token_axis(ax, axis: str = "x") -> None:
+    fmt = FuncFormatter(lambda v, _pos: format_tokens(v))
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
+
+
+@_styled
+def plot_weights_vs_budget(points: Sequence[WeightsAtBudget], domains: Sequence[str] | None = None) -> bytes:
+    """Stacked bars of the weights per domain at each budget, smallest budget first.
+
+    Measured DDO optima are solid; predicted (extrapolated) mixtures are hatched and labelled
+    "predicted". Returns PNG bytes.
+    """
+    if not points:
+        raise AutoscaleError("weights plot: no mixtures to draw")
+    pts = sorted(points, key=lambda p: (p.budget, not p.measured))
+    doms = list(domains) if domains else list(dict.fromkeys(d for p in pts for d in p.weights))
+    colors = domain_colors(doms)
+    fig = _new_figure(max(6.0, 1.3 * len(pts) + 3.5), 4.6)
+    ax = fig.add_subplot()
+    xs = np.arange(len(pts))
+    bottom = np.zeros(len(pts))
+    for d in doms:
+        heights = np.array([float(p.weights.get(d, 0.0)) for p in pts])
+        for i, p in enumerate(pts):
+            ax.bar(
+                xs[i], heights[i], bottom=bottom[i], width=0.62, color=colors[d],
+                alpha=1.0 if p.measured else 0.6, hatch=None if p.measured else "///",
+                edgecolor="white" if p.measured else "black", linewidth=0.6,
+                label=d if i == 0 else None,
+            )
+            if heights[i] >= 0.06:
+                ax.text(xs[i], bottom[i] + heights[i] / 2, f"{heights[i]:.0%}", ha="center", va="center",
+                        fontsize=8, color="black",
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
+        bottom += heights
+    ax.set_xticks(xs, [f"{p.label}\n{format_tokens(p.budget)} tokens" for p in pts])
+    for i, p in enumerate(pts):
+        if not p.measured:
+            ax.get_xticklabels()[i].set_fontweight("bold")
+    ax.set_ylim(0, 1.0)
+    ax.set_ylabel("weight (share of the budget)")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
+    ax.set_title("Optimal mixture per budget (solid: measured by DDO, hatched: predicted)")
+    ax.legend(title="domain", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+@_styled
+def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str] | None = None) -> bytes:
+    """Small multiples: per domain, the fitted y = (x + a)^(-b) + c of each DDO budget with its points.
+
+    ``fits``: budget label -> domain -> fit. x (relative amount, 1 = base run) is on a log axis; y
+    is the objective relative to the base run. The allocation's chosen amount, when known, is a
+    dotted vertical line. Returns PNG bytes.
+    """
+    if not fits:
+        raise AutoscaleError("fits plot: no fitted curves to draw")
+    labels = list(fits)
+    doms = list(domains) if domains else list(dict.fromkeys(d for f in fits.values() for d in f))
+    ncols = min(4, len(doms))
+    nrows = math.ceil(len(doms) / ncols)
+    fig = _new_figure(3.0 * ncols + 0.4, 2.5 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    from matplotlib import colormaps
+
+    series_colors = {lab: colormaps["Dark2"](i % 8) for i, lab in enumerate(labels)}
+    markers = "osD^v<>"
+    for k, d in enumerate(doms):
+        ax = axes[k // ncols][k % ncols]
+        xmin, xmax = math.inf, -math.inf
+        for lab in labels:
+            f = fits[lab].get(d)
+            if f is not None and f.x:
+                xmin, xmax = min(xmin, min(f.x)), max(xmax, max(f.x))
+        if not math.isfinite(xmin):
+            ax.set_visible(False)
+            continue
+        grid = np.geomspace(max(xmin * 0.7, 1e-3), xmax * 1.4, 200)
+        for j, lab in enumerate(labels):
+            f = fits[lab].get(d)
+            if f is None:
+                continue
+            color = series_colors[lab]
+            ax.plot(grid, f(grid), color=color, lw=1.6, label=lab)
+            # later budgets get smaller markers on top, so points at the same place (x = 1) stay visible
+            ax.scatter(f.x, f.y, color=color, marker=markers[j % len(markers)], s=max(14, 50 - 16 * j),
+                       zorder=3 + j, edgecolor="black", linewidth=0.5)
+            if f.optimum is not None and np.isfinite(f.optimum):
+                ax.axvline(f.optimum, color=color, ls=":", lw=1.2)
+        ax.set_xscale("log")
+        # plain numbers at a few round amounts; log-axis minor labels would overlap
+        ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 20) if grid[0] <= t <= grid[-1]]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(d)
+        ax.axhline(1.0, color="0.7", lw=0.8, zorder=0)
+        ax.grid(alpha=0.3, which="both")
+        if k % ncols == 0:
+            ax.set_ylabel("objective / base")
+        if k // ncols == nrows - 1 or k + ncols >= len(doms):
+            ax.set_xlabel("amount / base amount")
+    for k in range(len(doms), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, title="DDO budget", loc="outside lower center", ncols=max(1, len(labels)),
+               fontsize=8, frameon=False)
+    fig.suptitle("Per-domain response y = (x + a)^(-b) + c: measured points and fit (dotted: chosen amount)",
+                 fontsize=11)
+    return _png(fig)
+
+
+@_styled
+def plot_validation(
+    curves: Sequence[ValidationCurve],
+    predicted: str,
+    objective_label: str = "validation objective",
+    smoothing: float = 0.0,
+) -> bytes:
+    """Validation objective vs training tokens for every mixture at the target budget.
+
+    Lines are the curves smoothed as the speed-ups see them (EMA weight ``smoothing``; the measured
+    points are drawn faintly when it is above 0). For each baseline, a dashed horizontal line marks
+    its final (smoothed) objective and a star on the predicted curve marks where the predicted
+    mixture first reaches it; the box lists the speed-ups (share of the baseline's tokens saved).
+    Returns PNG bytes.
+    """
+    if not curves:
+        raise AutoscaleError("validation plot: no validation curves to draw")
+    pred = next((c for c in curves if c.name == predicted), None)
+    fig = _new_figure(8.6, 5.0)
+    ax = fig.add_subplot()
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    order = [c for c in curves if c.name == predicted] + [c for c in curves if c.name != predicted]
+    colors = {c.name: ("black" if c.name == predicted else cmap((i + 1) % 10)) for i, c in enumerate(order)}
+    shown: dict[str, np.ndarray] = {}
+    for c in order:
+        is_pred = c.name == predicted
+        y = smooth(c.objective, smoothing)
+        shown[c.name] = y
+        ax.plot(c.tokens, y, color=colors[c.name], lw=2.4 if is_pred else 1.5,
+                marker="o" if smoothing == 0 and len(c.tokens) <= 30 else None, ms=3,
+                label=f"{c.name} (final {c.final:.4g})", zorder=4 if is_pred else 2)
+        if smoothing > 0:
+            ax.scatter(c.tokens, c.objective, color=colors[c.name], s=8, alpha=0.35, zorder=1)
+    ups: list[SpeedUp] = []
+    if pred is not None:
+        for c in curves:
+            if c.name == predicted:
+                continue
+            up = speedup(pred, c, smoothing)
+            ups.append(up)
+            start = up.steps_to_reach if up.steps_to_reach is not None else c.tokens[0]
+            ax.hlines(up.baseline_final, start, c.tokens[-1], colors=[colors[c.name]], linestyles="--", lw=1.0)
+            if up.steps_to_reach is not None:
+                ax.plot([up.steps_to_reach], [up.baseline_final], marker="*", ms=13, color=colors[c.name],
+                        markeredgecolor="black", zorder=6)
+    # the speed-ups go in a box in the corner so they never overlap the curves' ends
+    if ups:
+        lines = [
+            f"vs {u.baseline}: " + (f"{u.speedup:+.0%} tokens saved" if u.speedup is not None else "not reached")
+            for u in ups
+        ]
+        ax.text(0.99, 0.98, "speed-up of " + predicted + "\n" + "\n".join(lines), transform=ax.transAxes,
+                ha="right", va="top", fontsize=8.5, family="monospace",
+                bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})
+    # zoom on the part of the curves where the mixtures differ, not the first steep steps
+    # (both the smoothed and the measured last points must stay in view)
+    finals = [float(y[-1]) for y in shown.values() if len(y)]
+    finals += [float(c.objective[-1]) for c in curves if c.objective]
+    finals = [f for f in finals if np.isfinite(f)]
+    if finals:
+        lo, hi = min(finals), max(finals)
+        span = max(hi - lo, 1e-3 * abs(hi), 1e-9)
+        first = [float(np.nanmax(y)) for y in shown.values() if len(y)]
+        ax.set_ylim(lo - 0.8 * span, max(min(hi + 5 * span, max(first)), hi + 0.3 * span))
+    _token_axis(ax)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(objective_label)
+    where = "smoothed, " if smoothing > 0 else ""
+    ax.set_title(f"Validation at the target budget ({where}stars: the predicted mixture reaches a baseline's final value)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8.5, frameon=True)
+    return _png(fig)

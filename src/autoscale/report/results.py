@@ -1,0 +1,150 @@
+"""What a report shows, as plain values: no files, no plotting.
+
+The loader (`autoscale.report.load`) fills these from an experiment directory; tests and the
+benchmark build them directly. Units: ``budget``/``tokens`` are absolute token counts, ``weights``
+sum to 1, ``x`` is a domain's amount relative to the base run (1 = base), ``y`` the objective
+relative to the base run's (1 = base).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoscale.errors import AutoscaleError
+from autoscale.experiment.speedup import SpeedUp, smooth
+from autoscale.experiment.speedup import speedup as _speedup
+
+
+@dataclass(frozen=True)
+class WeightsAtBudget:
+    """One mixture on the weights-vs-budget plot.
+
+    Args:
+        label: short name ("DDO", "predicted", "held-out DDO").
+        budget: total training tokens.
+        weights: domain -> weight (sum 1).
+        measured: True for a DDO optimum found by training (measured), False for an extrapolation.
+    """
+
+    label: str
+    budget: float
+    weights: Mapping[str, float]
+    measured: bool = True
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """One domain's fitted response y = (x + a)^(-b) + c at one DDO budget, with its measured points.
+
+    ``x``: the domain's amount relative to the base run; ``y``: objective relative to the base run.
+    ``optimum``: the amount the allocation chose (same units as ``x``), if known.
+    """
+
+    label: str
+    a: float
+    b: float
+    c: float
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    optimum: float | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        base = np.asarray(x, dtype=float) + self.a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(base > 0, np.power(np.where(base > 0, base, 1.0), -self.b) + self.c, np.nan)
+        return out
+
+
+@dataclass(frozen=True)
+class ValidationCurve:
+    """Validation objective of one mixture trained at the target budget, at evaluation points.
+
+    ``tokens``: training tokens seen at each point (increasing); ``objective``: the validation
+    objective there (lower is better). ``final`` is the objective at the end of training.
+    """
+
+    name: str
+    tokens: tuple[float, ...]
+    objective: tuple[float, ...]
+    final: float
+    weights: Mapping[str, float] = field(default_factory=dict)
+    seed: int | None = None
+
+
+def speedup(curve: ValidationCurve, baseline: ValidationCurve, smoothing: float = 0.0) -> SpeedUp:
+    """Speed-up of ``curve`` over ``baseline`` (the experiment's definition, `autoscale.experiment.speedup`),
+    measured in training tokens: ``steps_to_reach`` and ``baseline_steps`` of the result are tokens.
+
+    Both curves are smoothed alike with the EMA weight ``smoothing`` (0: as measured).
+    """
+    if not curve.tokens or not baseline.tokens:
+        raise AutoscaleError(f"validation curve of {curve.name!r} or {baseline.name!r} has no points")
+    return _speedup(
+        (curve.tokens, curve.objective), (baseline.tokens, baseline.objective),
+        smoothing=smoothing, names=(curve.name, baseline.name),
+    )
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows.
+
+    Args:
+        title: page heading.
+        domains: domain order used everywhere.
+        mixtures: DDO optima (measured) and predictions, one per budget, for the stacked plot and tables.
+        fits: DDO budget label -> domain -> fitted curve.
+        validation: curves of every mixture validated at the target budget.
+        predicted: the name of the predicted mixture among ``validation`` (the one speed-ups are for).
+        objective_label: what the objective is ("mean validation loss (nats/token)").
+        notes: free lines shown under the title (warnings from fits and extrapolation, settings).
+        facts: key -> value pairs shown in a small table (proxy model, corpus, wall time...).
+        smoothing: EMA weight applied to validation curves before speed-ups (0: as measured).
+    """
+
+    title: str
+    domains: tuple[str, ...]
+    mixtures: tuple[WeightsAtBudget, ...] = ()
+    fits: Mapping[str, Mapping[str, CurveFit]] = field(default_factory=dict)
+    validation: tuple[ValidationCurve, ...] = ()
+    predicted: str = "predicted"
+    objective_label: str = "validation objective"
+    notes: tuple[str, ...] = ()
+    facts: Mapping[str, str] = field(default_factory=dict)
+    smoothing: float = 0.0
+
+    def speedups(self) -> tuple[SpeedUp, ...]:
+        """Speed-up of the predicted mixture against every other validated mixture (tokens)."""
+        pred = self.predicted_curve()
+        if pred is None:
+            return ()
+        return tuple(speedup(pred, c, self.smoothing) for c in self.validation if c.name != self.predicted)
+
+    def smoothed(self, curve: ValidationCurve) -> np.ndarray:
+        """``curve``'s objective smoothed as the speed-ups see it."""
+        return smooth(curve.objective, self.smoothing)
+
+    def predicted_curve(self) -> ValidationCurve | None:
+        return next((c for c in self.validation if c.name == self.predicted), None)
+
+
+def format_tokens(n: float) -> str:
+    """1234567 -> '1.23M' (token counts in labels and tables)."""
+    if n is None or not math.isfinite(n):
+        return "-"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0

