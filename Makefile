@@ -27,8 +27,9 @@ demo: $(STAMP)
 
 # Each script writes bench/results/<name>.md; BENCHMARKS.md is those sections in this order.
 BENCHES := allocation sampler trainer ray_executor
+BENCH_ARGS_sampler := --with-demo
 bench: $(STAMP)
-	for b in $(BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py $(BENCH_ARGS_$$b) || exit 1; done
 	$(BIN)/autoscale bench --out bench/results/record.md
 	{ cat bench/HEADER.md; for b in $(BENCHES) record; do echo; cat bench/results/$$b.md; done; } > BENCHMARKS.md
 
