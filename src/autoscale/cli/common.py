@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
@@ -83,11 +82,4 @@ def write_atomic(path: str | Path, text: str) -> None:
     p = Path(path)
     if p.parent and not p.parent.exists():
         raise AutoscaleError(f"output folder {str(p.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(p, text)

@@ -21,13 +21,13 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from autoscale.atomic import atomic_open
 from autoscale.errors import AutoscaleError
 
 TOKENS_PREFIX = "tokens."
@@ -226,16 +226,10 @@ class RunsTable:
         """Write the CSV form atomically (temporary file in the same folder, then rename)."""
         p = Path(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+            with atomic_open(p, "w", newline="") as fh:
+                fh.write(self.format_csv())
         except OSError as exc:
             raise AutoscaleError(f"cannot write runs table {str(p)!r}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(self.format_csv())
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _number(cell: str, where: str, allow_empty: bool) -> float:

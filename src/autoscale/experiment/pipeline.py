@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.executors import Executor, RunJob, RunOutcome, RunProgress, make_executor
@@ -675,7 +676,5 @@ def _plain(value: Any) -> Any:
 
 def _write_json(path: Path, data: Any) -> None:
     """Atomic: a temporary file beside ``path``, then rename (a reader never sees half a file)."""
-    from autoscale.train.metrics import atomic_write_text  # torch-free
-
-    atomic_write_text(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.report.results import format_tokens
 
@@ -118,17 +118,6 @@ QUICK = DemoPlan(
 )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def corpus_domains(folder: Path) -> list[str]:
     """Domains of a corpus folder: its ``<domain>.jsonl`` files."""
     if not folder.is_dir():
@@ -159,7 +148,7 @@ def slice_corpus(source: Path, out: Path, domains: Sequence[str], max_mb: float)
         target = out / f"{d}.jsonl"
         text = "".join(kept)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
-            _write_atomic(target, text)
+            write_text_atomic(target, text)
     return out
 
 
@@ -232,7 +221,7 @@ def write_config(directory: Path, name: str, config: Mapping[str, Any]):
     from autoscale.experiment.config import load_config
 
     path = directory / name
-    _write_atomic(path, "# written by `autoscale demo`; `autoscale run` this file to rerun it\n"
+    write_text_atomic(path, "# written by `autoscale demo`; `autoscale run` this file to rerun it\n"
                   + yaml.safe_dump(dict(config), sort_keys=False))
     return load_config(path)
 

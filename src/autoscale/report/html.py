@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoscale.atomic import write_bytes_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.report.plots import plot_fits, plot_validation, plot_weights_vs_budget
 from autoscale.report.results import ReportData, format_tokens
@@ -196,17 +195,6 @@ class ReportFiles:
     images: tuple[Path, ...]
 
 
-def _write_bytes_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
     """Draw the plots and write ``out_dir/report.html`` plus the PNGs; returns their paths."""
     out = Path(out_dir)
@@ -217,8 +205,8 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
     images = draw_plots(data)
     paths = []
     for name, png in images.items():
-        _write_bytes_atomic(out / name, png)
+        write_bytes_atomic(out / name, png)
         paths.append(out / name)
     page = out / "report.html"
-    _write_bytes_atomic(page, render_html(data, images).encode("utf-8"))
+    write_bytes_atomic(page, render_html(data, images).encode("utf-8"))
     return ReportFiles(page, tuple(paths))

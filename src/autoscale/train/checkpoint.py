@@ -10,16 +10,15 @@ never resumed into a different run.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from autoscale.atomic import atomic_open
 from autoscale.errors import AutoscaleError
 
 CHECKPOINT = "checkpoint.pt"
@@ -29,16 +28,8 @@ FORMAT = 1
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (torch-serialisable) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 
 SCHEMA_VERSION = 1
@@ -149,22 +148,9 @@ def read_metrics(path: str | Path) -> RunMetrics:
 def write_metrics(metrics: RunMetrics, path: str | Path) -> Path:
     """Write metrics.json atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    atomic_write_text(path, metrics.to_json() + "\n")
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, metrics.to_json() + "\n")
+    return path
 
 
 # --- validation ----------------------------------------------------------------------------------

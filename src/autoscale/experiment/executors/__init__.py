@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 
 if TYPE_CHECKING:
@@ -118,9 +119,7 @@ def one_line(exc: BaseException) -> str:
 
 def write_progress(run_dir: Path, progress: RunProgress) -> None:
     """For out-of-process runs: a small file the driver polls (written atomically)."""
-    from autoscale.train.metrics import atomic_write_text  # torch-free
-
-    atomic_write_text(run_dir / PROGRESS_FILE, json.dumps({
+    write_text_atomic(run_dir / PROGRESS_FILE, json.dumps({
         "tokens": progress.tokens, "total_tokens": progress.total_tokens, "tokens_per_s": progress.tokens_per_s,
         "time": time.time(),
     }))
