@@ -33,12 +33,10 @@ from typing import Any
 
 from autoscale.errors import AutoscaleError
 from autoscale.report.demo import (
-    DEFAULT,
-    QUICK,
     DemoPlan,
     demo_config,
     display_name,
-    prepare_corpus,
+    open_workspace,
     write_config,
 )
 from autoscale.report.results import WeightsAtBudget, format_tokens, mean_and_spread
@@ -136,14 +134,7 @@ def run_bench(
     if seeds < 1:
         raise AutoscaleError(f"--seeds must be at least 1, got {seeds}")
     started = time.perf_counter()
-    plan = QUICK if quick else DEFAULT
-    note = say or (lambda _msg: None)
-    out = Path(directory).expanduser().resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AutoscaleError(f"cannot create benchmark folder {str(out)!r}: {exc.strerror}") from None
-    source, domains = prepare_corpus(plan, out, corpus, note)
+    plan, out, source, domains, note = open_workspace(directory, quick, corpus, say, "benchmark")
     mid = held_out_budget(plan.budgets)
 
     # The held-out DDO gets its own experiment folder: the pipeline keeps one experiment per
