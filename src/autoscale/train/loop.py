@@ -165,7 +165,12 @@ def train_run(
         torch.set_num_threads(config.train.threads)
     runtime = setup_runtime(config.train)
     try:
-        return _train(store, tokens, config, Path(run_dir), progress, runtime)
+        metrics = _train(store, tokens, config, Path(run_dir), progress, runtime)
+        if runtime.owns_group:
+            # Rank 0 still writes files after the last collective; a rank that tore the group down
+            # meanwhile could abort gloo's connections under it (seen as SIGABRT in CI).
+            dist.barrier()
+        return metrics
     finally:
         torch.set_num_threads(threads)
         if runtime.owns_group:
