@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autoscale.cli import main
 from autoscale.data import prepare_store
 from autoscale.experiment.runstore import STORE_FILE, RunStore
+from cli_helpers import run_cli
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 DOMAINS = ["web", "code", "books"]
@@ -95,14 +95,6 @@ def setup_experiment(root: Path, store: Path, faults: dict[str, str], **ddo) -> 
     path = root / "experiment.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_external_trainer_through_the_pipeline_with_one_malformed_metrics_json(store, tmp_path, capsys):

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autoscale.cli import main
 from autoscale.ddo.runs import RunsTable
 from autoscale.experiment.runstore import STORE_FILE, RunStore, experiment_status
+from cli_helpers import run_cli
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 AUTOSCALE = Path(sys.executable).parent / "autoscale"
@@ -50,14 +50,6 @@ def write_config(path: Path, store: Path, **sections) -> Path:
         config[key] = {**config.get(key, {}), **value}
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def read_json(path: Path):

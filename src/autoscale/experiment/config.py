@@ -51,11 +51,11 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoscale.errors import AutoscaleError
 from autoscale.train.config import ProxyConfig
+from autoscale.yamlfile import read_yaml
 
 BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
 # What a command template may refer to; `tokens` and `weights` are indexed by domain: {tokens[web]}.
@@ -305,18 +305,7 @@ class ExperimentConfig(_Strict):
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment YAML file; relative paths become relative to its folder."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AutoscaleError(f"experiment config {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise AutoscaleError(f"experiment config {str(path)!r} is a directory, expected a YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AutoscaleError(f"experiment config {str(path)!r} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise AutoscaleError(f"experiment config {str(path)!r}: malformed YAML{where}") from None
+    data = read_yaml(path, f"experiment config {str(path)!r}")
     config = config_from_dict(data, f"experiment config {str(path)!r}")
     return resolve_paths(config, path)
 

@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autoscale.errors import AutoscaleError
+from autoscale.yamlfile import read_yaml
 
 
 class _Strict(BaseModel):
@@ -127,16 +127,7 @@ class ProxyConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> ProxyConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise AutoscaleError(f"proxy config {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AutoscaleError(f"proxy config {path} cannot be read: {exc}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise AutoscaleError(f"proxy config {path}: malformed YAML{where}") from None
+        data = read_yaml(path, f"proxy config {path}")
         config = cls.from_dict(data, f"proxy config {path}")
         if config.store is not None and not config.store.is_absolute():
             # A relative store path means relative to the config file, not to the current directory.
