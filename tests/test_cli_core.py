@@ -49,7 +49,7 @@ def test_fit_json_reproduces_the_published_numbers():
     assert data["bounded"] == {"github": "floor"}
     assert data["predicted_objective"] == pytest.approx(26.48, abs=0.01)
     assert data["base_objective"] == pytest.approx(28.11, abs=0.01)
-    assert proc.stderr == ""
+    assert proc.stderr == "warning: the noise is unknown (one run per design point): train replicates to measure it\n"
 
 
 def test_fit_prints_a_table_and_writes_the_same_json(tmp_path, capsys):
@@ -105,8 +105,30 @@ def test_plan_to_stdout_with_a_base_mixture_and_ratios(tmp_path, capsys):
     base = mixture_file(tmp_path / "base.json", {"web": 3.0, "code": 1.0})
     assert run(["plan", "--base", base, "--budget", "4k", "--ratios", "0.2,0.5,2,3", "--eval-names", "val"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "run,tokens.web,tokens.code,eval.val"
-    assert lines[1] == "base,3000,1000," and len(lines) == 1 + 1 + 4 * 2
+    assert lines[0] == "run,seed,tokens.web,tokens.code,eval.val"
+    assert lines[1] == "base,0,3000,1000," and len(lines) == 1 + 1 + 4 * 2
+
+
+def test_plan_with_replicates_writes_every_run_once_per_seed(tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert run(["plan", "--domains", "web,code", "--budget", "4k", "--replicates", "3", "--seed", "5",
+                "--out", str(out)]) == 0
+    assert "wrote 15 runs ((base + 2 domains x 2 ratios) x 3 seeds)" in capsys.readouterr().out
+    table = RunsTable.read_csv(out)
+    assert table.seeds.tolist() == [5] * 5 + [6] * 5 + [7] * 5
+    assert table.runs[:5] == table.runs[5:10] and table.replicates == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "x"])
+def test_plan_rejects_bad_replicates(tmp_path, capsys, value):
+    out = tmp_path / "runs.csv"
+    code = run(["plan", "--domains", "web,code", "--budget", "4k", "--replicates", value, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    if value in ("0", "-1"):  # ours: one line; non-integers: click's usage error
+        assert err.strip().splitlines() == [f"error: replicates must be an integer >= 1, got {value}"]
+    else:
+        assert "Invalid value for '--replicates'" in err
 
 
 # -- predict ---------------------------------------------------------------------------------------

@@ -90,7 +90,9 @@ def test_reference_csv_reproduces_the_published_fits_and_weights():
     assert result.bounded == {"github": "floor"}
     assert result.mixture.weights["github"] == pytest.approx(0.2 / 7)
     assert result.mixture.budget == pytest.approx(7 * 171428571)  # default budget: the base total
-    assert result.warnings == []
+    # one run per point: nothing is held, and the result says the noise is unknown
+    assert result.held == {} and not result.noise.known
+    assert result.warnings == ["the noise is unknown (one run per design point): train replicates to measure it"]
 
 
 def test_predicted_objective_is_the_separable_sum_of_the_fits():

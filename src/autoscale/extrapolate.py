@@ -20,6 +20,14 @@ for N_i + N_i^0 with N_i^0 = a_i x base tokens (the "equivalent data size"), not
 variant applies the law to N_i + o_i and subtracts o_i afterwards, with o_i the mean over the
 inputs of ``offset_tokens`` that ``fit --json`` stores. The default (no offsets) is the paper's rule.
 
+Held domains (``hold``): DDO holds a domain at its base share when its effects do not stand out from
+the noise (``ddo.noise``). Such a domain keeps that weight at the target, and the law runs on the
+free domains alone over the rest of the budget (their shares of each input are then consistent).
+
+Uncertainty (``extrapolate_draws``): the k-th bootstrap draw of every input mixture (the same seeds
+resampled at every budget) is extrapolated with the same settings; percentiles of the results are
+the interval on each target weight.
+
 Floors (``min_weight``) and caps (``max_tokens``) apply only when asked. They are met by
 re-allocating at the target, not by clipping and renormalising: the law is the KKT path of an
 implied separable convex model (domain i's marginal gain falls as its tokens grow along the path),
@@ -59,6 +67,7 @@ class Extrapolation:
         offsets: domain -> o_i tokens added before applying the law (all 0 by default).
         rms: root-mean-square residual of the log-law over the inputs (3+ mixtures), else None.
         bounded: domain -> "floor" | "cap" for domains the bounds stopped.
+        held: domain -> weight kept fixed at the target (``hold``).
     """
 
     mixture: Mixture
@@ -72,6 +81,7 @@ class Extrapolation:
     offsets: dict[str, float] = field(default_factory=dict)
     rms: float | None = None
     bounded: dict[str, str] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)
 
 
 def extrapolate(
@@ -82,6 +92,7 @@ def extrapolate(
     min_weight: float | None = None,
     max_tokens: Mapping[str, float] | None = None,
     offsets: bool = False,
+    hold: Mapping[str, float] | None = None,
 ) -> Extrapolation:
     """Extrapolate optimal mixtures (two or more budgets) to ``target`` tokens or ``steps`` steps.
 
@@ -92,7 +103,11 @@ def extrapolate(
         min_weight: floor on every domain's weight at the target (applied only when given).
         max_tokens: domain -> cap in tokens at the target (applied only when given).
         offsets: apply the law to tokens + DDO offsets (see the module docstring).
+        hold: domain -> weight it keeps at the target; the law moves the other domains.
     """
+    if hold:
+        return _extrapolate_held(mixtures, dict(hold), target=target, steps=steps, min_weight=min_weight,
+                                 max_tokens=max_tokens, offsets=offsets)
     if len(mixtures) < 2:
         raise AutoscaleError(f"extrapolation needs at least two mixtures at different budgets, got {len(mixtures)}")
     if (target is None) == (steps is None):
@@ -213,6 +228,98 @@ def extrapolate(
         rms=rms,
         bounded=bounded,
     )
+
+
+def _extrapolate_held(mixtures: Sequence[Mixture], hold: dict[str, float], *, target, steps, min_weight,
+                      max_tokens, offsets) -> Extrapolation:
+    """The law on the free domains over the budget left by the held ones (see the module docstring)."""
+    if not mixtures:
+        raise AutoscaleError("extrapolation needs at least two mixtures at different budgets, got 0")
+    domains = mixtures[0].domains
+    unknown = [d for d in hold if d not in domains]
+    if unknown:
+        raise AutoscaleError(f"hold: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})")
+    for d, w in hold.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < 1:
+            raise AutoscaleError(f"hold: weight of {d!r} must be a number in (0, 1), got {w!r}")
+    share = float(sum(hold.values()))
+    free = [d for d in domains if d not in hold]
+    if share >= 1 or not free:
+        # nothing left for the law to move: the held weights are the answer
+        total = target if target is not None else _steps_budget(mixtures, steps)
+        weights = {d: hold.get(d, 0.0) for d in domains}
+        mixture = Mixture.from_weights(weights, total)
+        note = "every domain is held at its base share"
+        return Extrapolation(Mixture(mixture.tokens, {"method": "autoscale", "law": note, "held": hold}), math.nan,
+                             [note], note, held=dict(hold))
+
+    def sub(mx: Mixture) -> Mixture:
+        meta = dict(mx.metadata)
+        if isinstance(meta.get("offset_tokens"), Mapping):
+            meta["offset_tokens"] = {d: v for d, v in meta["offset_tokens"].items() if d in free}
+        return Mixture({d: mx.tokens[d] for d in free}, meta)
+
+    inner = extrapolate(
+        [sub(mx) for mx in mixtures],
+        target=None if target is None else float(target) * (1 - share),
+        steps=steps,
+        min_weight=None if min_weight is None else float(min_weight) / (1 - share),
+        max_tokens=None if max_tokens is None else {d: v for d, v in max_tokens.items() if d in free},
+        offsets=offsets,
+    )
+    total = inner.mixture.budget / (1 - share)
+    tokens = {d: (hold[d] * total if d in hold else inner.mixture.tokens[d]) for d in domains}
+    method = inner.method + f"; {', '.join(hold)} held at {share:.4g} of the budget"
+    metadata = dict(inner.mixture.metadata) | {"law": method, "held": dict(hold)}
+    return Extrapolation(
+        mixture=Mixture(tokens, metadata), s=inner.s, warnings=inner.warnings, method=method,
+        law=None if inner.law is None else Mixture({d: (hold[d] * total if d in hold else inner.law.tokens[d])
+                                                    for d in domains}),
+        scale=inner.scale, alpha=inner.alpha, beta=inner.beta, offsets=inner.offsets, rms=inner.rms,
+        bounded=inner.bounded, held=dict(hold),
+    )
+
+
+def _steps_budget(mixtures: Sequence[Mixture], steps: int | None) -> float:
+    """The paper's rule applied to the budgets alone: B (B / A)^steps for the two largest."""
+    budgets = sorted(mx.budget for mx in mixtures)
+    a, b = budgets[-2], budgets[-1]
+    return b * (b / a) ** (steps or 1)
+
+
+def extrapolate_draws(mixtures: Sequence[Mixture], draws: Sequence[np.ndarray], *, interval=(2.5, 97.5),
+                      **options) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    """Extrapolate paired bootstrap draws: the k-th weights of every input, with ``options``.
+
+    Args:
+        mixtures: the input mixtures (their budgets and domains).
+        draws: per input, ``[B, m]`` weights in its domain order (NaN rows: failed resamples).
+        interval: percentiles of the reported interval.
+        options: as for ``extrapolate`` (target, steps, bounds, hold).
+    Returns:
+        ``[B', m]`` target weights of the draws that extrapolated, and domain -> (low, high).
+    """
+    if len(draws) != len(mixtures):
+        raise AutoscaleError("extrapolate_draws: one array of draws per input mixture")
+    count = min(len(d) for d in draws)
+    domains = mixtures[0].domains
+    out = []
+    for k in range(count):
+        rows = [np.asarray(d[k], dtype=float) for d in draws]
+        if any(np.isnan(r).any() for r in rows):
+            continue
+        inputs = [Mixture.from_weights(dict(zip(mx.domains, r.tolist(), strict=True)), mx.budget)
+                  for mx, r in zip(mixtures, rows, strict=True)]
+        try:
+            ex = extrapolate(inputs, **options)
+        except AutoscaleError:
+            continue  # e.g. a draw with a zero weight: the law needs positive amounts
+        out.append([ex.mixture.weights[d] for d in domains])
+    if not out:
+        raise AutoscaleError("no bootstrap draw could be extrapolated")
+    result = np.array(out)
+    low, high = np.percentile(result, interval, axis=0)
+    return result, {d: (float(lo), float(hi)) for d, lo, hi in zip(domains, low, high, strict=True)}
 
 
 def _offsets(mixtures: Sequence[Mixture], domains: tuple[str, ...]) -> np.ndarray:

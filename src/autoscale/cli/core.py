@@ -85,8 +85,11 @@ def _emit(mixture, warnings: list[str], as_json: bool, out: str | None, print_ta
 @click.option("--ratios", default="0.2,3", show_default=True,
               help="Multipliers of one domain's base tokens, one run each per domain.")
 @click.option("--eval-names", default=None, help="Validation sets, comma-separated (default: one per domain).")
+@click.option("--replicates", type=int, default=1, show_default=True,
+              help="Train the whole design K times, with seeds --seed .. --seed+K-1 (the seed column).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first replicate.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the CSV here instead of stdout.")
-def plan(domains, budget, base_path, ratios, eval_names, out):
+def plan(domains, budget, base_path, ratios, eval_names, replicates, seed, out):
     """Write the DDO runs table: the base run, then for each ratio and domain a run with only that
     domain's tokens scaled (the others held fixed). Fill its eval.* columns, then run `autoscale fit`."""
     from autoscale.ddo.plan import plan_ddo
@@ -97,11 +100,14 @@ def plan(domains, budget, base_path, ratios, eval_names, out):
         base=read_mixture(base_path) if base_path else None,
         ratios=_ratios(ratios),
         eval_names=_names(eval_names, "--eval-names") if eval_names else (),
+        replicates=replicates,
+        seed=seed,
     )
     if out:
         table.to_csv(out)
-        m, r = len(table.domains), (table.n_runs - 1) // len(table.domains)
-        click.echo(f"wrote {table.n_runs} runs (base + {m} domains x {r} ratios) to {out}")
+        m, r = len(table.domains), (table.n_runs // replicates - 1) // len(table.domains)
+        reps = f" x {replicates} seeds" if replicates > 1 else ""
+        click.echo(f"wrote {table.n_runs} runs ((base + {m} domains x {r} ratios){reps}) to {out}")
     else:
         click.echo(table.format_csv(), nl=False)
 
@@ -150,28 +156,54 @@ def _print_fit(result) -> None:
     from rich.table import Table
 
     weights = result.mixture.weights
+    noise = result.noise
     with_r2 = any(f.r2 is not None for f in result.fits.values())
     table = Table(title=f"DDO optimum at {fmt_tokens(result.budget)} tokens")
+    known = noise is not None and noise.known
     for name in ("domain", "a", "b", "c", *(["R²"] if with_r2 else []), "base tokens", "optimal tokens", "weight",
-                 "bound", *(["95% interval"] if result.intervals else [])):
-        table.add_column(name, justify="left" if name in ("domain", "bound") else "right")
+                 *(["95% interval"] if result.intervals else []), "bound",
+                 *(["effects (95% CI)", "replicates for 3 SE"] if known else [])):
+        table.add_column(name, justify="left" if name in ("domain", "bound", "effects (95% CI)") else "right")
     for d, f in result.fits.items():
         row = [d, f"{f.a:.5f}", f"{f.b:.5f}", f"{f.c:.5f}"]
         if with_r2:
             row.append("-" if f.r2 is None else f"{f.r2:.4f}")
-        row += [fmt_tokens(result.base.tokens[d]), fmt_tokens(result.mixture.tokens[d]), f"{weights[d]:.4f}",
-                result.bounded.get(d, "")]
+        row += [fmt_tokens(result.base.tokens[d]), fmt_tokens(result.mixture.tokens[d]), f"{weights[d]:.4f}"]
         if result.intervals:
             lo, hi = result.intervals[d]
             row.append(f"{lo:.4f}-{hi:.4f}")
+        row.append("held" if d in result.held else result.bounded.get(d, ""))
+        if known:
+            row += [effects_line(noise.effects[d]), str(noise.needed.get(d) or "-")]
         table.add_row(*row)
     console = _console()
     console.print(table)
     change = result.predicted_objective / result.base_objective - 1
     click.echo(f"predicted objective {result.predicted_objective:.4f} vs base {result.base_objective:.4f} "
                f"({change:+.2%})")
+    click.echo(noise_line(noise))
     for line in result.warnings:
         click.echo(f"warning: {line}")
+
+
+def effects_line(effects) -> str:
+    """``x0.2 +3.1% (+1.0..+5.2), x3 -2.0% (...)``: each perturbation's effect on the objective."""
+    parts = []
+    for e in effects:
+        ci = e.interval
+        text = f"x{e.ratio:.3g} {e.mean:+.1%}"
+        if ci is not None:
+            text += f" ({ci[0] * 100:+.1f}..{ci[1] * 100:+.1f})"
+        parts.append(text + ("*" if e.significant else ""))
+    return ", ".join(parts)
+
+
+def noise_line(noise) -> str:
+    if noise is None or not noise.known:
+        return "noise: unknown (one run per design point; `plan --replicates K` measures it)"
+    kind = "paired within seeds" if noise.paired else "unpaired"
+    return (f"noise: run-to-run SD {noise.noise:.2%} of the objective, {noise.replicates} replicates, effects "
+            f"{kind} (* = stands out at 95%)")
 
 
 # -- predict ---------------------------------------------------------------------------------------
@@ -195,24 +227,58 @@ def predict(mixtures, target, steps, min_weight, max_tokens, offsets, as_json, o
     s = K + 1 (K = 1 is the paper's B^2 / A); --target T solves sum_i N_i(s) = T. Three or more:
     a least-squares line of log tokens in one shared scale parameter (said in the output). Floors
     and caps re-allocate at the target along the law instead of clipping and renormalising.
+
+    Inputs written by `fit --json` carry what DDO learnt about noise: domains it held at their base
+    share stay there at the target, and with `fit --bootstrap` on each input the paired draws are
+    extrapolated too, giving a 95% interval per target weight.
     """
-    from autoscale.extrapolate import extrapolate
+    from autoscale.extrapolate import extrapolate, extrapolate_draws
+    from autoscale.mixture import Mixture
 
     if len(mixtures) < 2:
         raise AutoscaleError("predict needs at least two mixture files (optimal mixtures at different budgets)")
     loaded = [read_mixture(p) for p in mixtures]
-    result = extrapolate(
-        loaded,
+    options = dict(
         target=parse_tokens(target, "--target") if target is not None else None,
         steps=steps,
         min_weight=min_weight,
         max_tokens=_assignments(max_tokens, "--max-tokens", _tokens_option("--max-tokens"), loaded[0].domains),
         offsets=offsets,
+        hold=held_weights(loaded),
     )
-    _emit(result.mixture, result.warnings, as_json, out, lambda: _print_predict(result, loaded))
+    result = extrapolate(loaded, **options)
+    mixture, intervals = result.mixture, {}
+    draws = [mx.metadata.get("bootstrap_draws") for mx in loaded]
+    if all(isinstance(d, list) and d for d in draws):
+        arrays = [_draws(d, mx, p) for d, mx, p in zip(draws, loaded, mixtures, strict=True)]
+        values, intervals = extrapolate_draws(loaded, arrays, **options)
+        mixture = Mixture(mixture.tokens, dict(mixture.metadata) | {
+            "intervals": {d: list(v) for d, v in intervals.items()}, "bootstrap_draws": values.round(8).tolist()})
+    _emit(mixture, result.warnings, as_json, out, lambda: _print_predict(result, loaded, intervals))
 
 
-def _print_predict(result, loaded) -> None:
+def held_weights(mixtures) -> dict[str, float] | None:
+    """Domains DDO held at their base share in any input, with that share (from the largest budget)."""
+    held: dict[str, float] = {}
+    for mx in sorted(mixtures, key=lambda m: m.budget):
+        value = mx.metadata.get("held")
+        if isinstance(value, dict):
+            held.update({str(d): w for d, w in value.items()})
+    return held or None
+
+
+def _draws(rows, mixture, path: str):
+    import numpy as np
+
+    m = len(mixture.domains)
+    try:
+        return np.array([[np.nan] * m if row is None else [float(v) for v in row] for row in rows], dtype=float)\
+            .reshape(len(rows), m)
+    except (TypeError, ValueError):
+        raise AutoscaleError(f"mixture {path!r}: bootstrap_draws must be rows of {m} weights (or null)") from None
+
+
+def _print_predict(result, loaded, intervals) -> None:
     from rich.table import Table
 
     mixture = result.mixture
@@ -221,12 +287,14 @@ def _print_predict(result, loaded) -> None:
     order = sorted(range(len(loaded)), key=lambda k: loaded[k].budget)
     for k in order:
         table.add_column(f"{fmt_tokens(loaded[k].budget)} tokens", justify="right")
-    for name in ("predicted tokens", "weight"):
+    for name in ("predicted tokens", "weight", *(["95% interval"] if intervals else [])):
         table.add_column(name, justify="right")
     table.add_column("bound")
     for d in mixture.domains:
+        interval = [f"{intervals[d][0]:.4f}-{intervals[d][1]:.4f}"] if intervals else []
+        bound = "held" if d in result.held else result.bounded.get(d, "")
         table.add_row(d, *(fmt_tokens(loaded[k].tokens[d]) for k in order), fmt_tokens(mixture.tokens[d]),
-                      f"{mixture.weights[d]:.4f}", result.bounded.get(d, ""))
+                      f"{mixture.weights[d]:.4f}", *interval, bound)
     console = _console()
     console.print(table)
     click.echo(f"law: {result.method}")

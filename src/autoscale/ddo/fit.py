@@ -1,28 +1,41 @@
 """DDO: from a filled runs table to the optimal mixture at one budget.
 
 1. Find the base run (every other run differs from it in at most one domain) and, per domain, its
-   perturbation runs. x = tokens / base tokens (relative amount), y = objective / base objective.
-2. Fit y_i(x) = (x + a_i)^(-b_i) + c_i per domain (``powerlaw``).
-3. Allocate relative amounts n_i minimising sum_i (n_i + a_i)^(-b_i) with the budget met in tokens
-   (sum_i n_i * base tokens_i = budget) and floors/caps (``allocate``). The model's objective is
-   separable: y(n) = 1 + sum_i (y_i(n_i) - 1), times the base objective.
-4. Optionally bootstrap: resample the replicate runs of every design point, refit, reallocate, and
-   report a percentile interval per weight.
+   perturbation runs (``design``). x = tokens / base tokens (relative amount), y = objective / base
+   objective; with a ``seed`` column, each run is divided by its own seed's base run (paired).
+2. Noise and signal (``noise``): with replicates, the run-to-run noise and each perturbation's effect
+   with a t-based standard error. A domain whose response is non-monotone, or whose effects do not
+   stand out from the noise, is *held* at its base share: it does not drive the allocation.
+3. Fit y_i(x) = (x + a_i)^(-b_i) + c_i per domain (``powerlaw``): the per-point means are
+   interpolated exactly with 3 amounts, least squares over every run with more.
+4. Allocate relative amounts n_i minimising sum_i (n_i + a_i)^(-b_i) over the free domains with the
+   budget met in tokens (sum_i n_i * base tokens_i = budget) and floors/caps (``allocate``). The
+   model's objective is separable: y(n) = 1 + sum_i (y_i(n_i) - 1), times the base objective.
+5. Optionally bootstrap: resample whole seeds (a seed's runs together, keeping the pairing; without
+   a seed column, the replicate runs of every design point), refit, reallocate; report a percentile
+   interval per weight and keep the draws (``DDOResult.draws``) for the extrapolation.
+
+Why hold rather than fit: a power law through noise puts a domain at its floor or far above its base
+for no reason, and the AutoScale law then extrapolates that accident as a trend. Held domains keep
+the base mixture's weight, and ``fit_ddo_budgets`` holds a domain at *every* budget when it is held at
+any, so that a hold at one budget never turns into a fake trend across budgets.
 
 Units: ``budget``, ``max_tokens`` and the mixture are tokens; fits and ``Allocation.n`` are amounts
-relative to the base run's per-domain tokens; intervals are weights.
+relative to the base run's per-domain tokens; intervals and draws are weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from autoscale.ddo.allocate import Allocation, allocate, caps_in_tokens
-from autoscale.ddo.powerlaw import PowerLawFit, fit_power_law, is_decreasing
+from autoscale.ddo.design import Design, find_design
+from autoscale.ddo.noise import NoiseReport, assess_noise, paired_objectives, replicate_cost
+from autoscale.ddo.powerlaw import PowerLawFit, fit_power_law
 from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
@@ -43,6 +56,10 @@ class DDOResult:
         intervals: domain -> (low, high) weight, with ``bootstrap``; else empty.
         warnings: one line each.
         base: the base run's tokens; budget: total tokens allocated; allocation: the raw solution.
+        noise: noise and effects (``NoiseReport``); held: domain -> why it keeps its base share.
+        draws: ``[bootstrap, m]`` weights of the bootstrap refits (None without bootstrap).
+        gain, gain_se: predicted relative gain over the base mixture (1 - predicted / base objective)
+            and its uncertainty (bootstrap SD, else the noise's standard error; None when unknown).
     """
 
     mixture: Mixture
@@ -55,16 +72,11 @@ class DDOResult:
     base: Mixture | None = None
     budget: float = math.nan
     allocation: Allocation | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class _Design:
-    base_tokens: np.ndarray  # [m] tokens
-    base_rows: np.ndarray  # row indices of the base run and its replicates
-    groups: list[np.ndarray]  # row indices per distinct token vector (design point)
-    domain_groups: list[np.ndarray]  # per domain: group ids of its points (base included)
-    group_of: np.ndarray  # [n_runs] group id
-    x: np.ndarray  # [n_runs, m] relative amounts
+    noise: NoiseReport | None = None
+    held: dict[str, str] = field(default_factory=dict)
+    draws: np.ndarray | None = None
+    gain: float = math.nan
+    gain_se: float | None = None
 
 
 def fit_ddo(
@@ -76,6 +88,7 @@ def fit_ddo(
     eval_weights: Mapping[str, float] | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    hold: Collection[str] = (),
 ) -> DDOResult:
     """Fit the DDO model to a filled runs table and allocate ``budget`` tokens.
 
@@ -86,11 +99,13 @@ def fit_ddo(
         budget: tokens to allocate; default the base run's total.
         max_tokens: domain -> cap in tokens (e.g. unique tokens x allowed epochs).
         eval_weights: eval name -> weight for the objective; default the plain mean.
-        bootstrap: number of bootstrap resamples of the replicate runs (0: none). Needs replicates.
-        seed: seed of the bootstrap resampling (the result is deterministic for a seed).
+        bootstrap: number of bootstrap resamples (0: none). Needs replicates.
+        seed: seed of the bootstrap resampling (the result is deterministic for a seed; the same seed
+            and replicate count draw the same seeds at every budget: the draws are joint).
+        hold: domains to hold at their base share in any case (e.g. held at another budget).
     """
     objective = table.objective(eval_weights)
-    design = _design(table)
+    design = find_design(table)
     domains = table.domains
     base_tokens = design.base_tokens
     base_total = float(base_tokens.sum())
@@ -100,11 +115,23 @@ def fit_ddo(
     min_ratio = float(min_ratio)
     if not math.isfinite(min_ratio) or min_ratio < 0:
         raise AutoscaleError(f"min_ratio must be a number >= 0, got {min_ratio!r}")
+    unknown = [d for d in hold if d not in domains]
+    if unknown:
+        raise AutoscaleError(f"hold: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})")
     base_objective = float(objective[design.base_rows].mean())
     if base_objective <= 0:
         raise AutoscaleError(f"the base run's objective must be positive, got {base_objective:g}")
 
     warnings: list[str] = []
+    noise = assess_noise(objective, design, domains, table.seeds)
+    paired = paired_objectives(objective, design, table.seeds)
+    if table.seeds is not None and paired is None:
+        warnings.append("some seeds have no base run: effects are compared unpaired")
+    held = dict(noise.held)
+    for d in hold:
+        held.setdefault(d, "held at another budget")
+    is_held = np.array([d in held for d in domains])
+
     # Bounds, in amounts relative to each domain's base tokens.
     lo = np.full(len(domains), min_ratio * budget / base_total)
     hi = caps_in_tokens(max_tokens, domains) / base_tokens
@@ -114,32 +141,54 @@ def fit_ddo(
         lo[i] = hi[i]
     unit = float(base_tokens.mean())
     cost, total = base_tokens / unit, budget / unit
+    held_n = budget / base_total  # the base share of the budget, as a relative amount
+    problem = _Problem(total, lo, hi, cost, is_held, held_n)
 
-    all_rows = np.arange(table.n_runs)
-    fits = _fit_domains(objective, design, all_rows)
-    alloc = _allocate(fits, total, lo, hi, cost)
+    fits = _fit_domains(objective, paired, design, np.arange(table.n_runs))
+    alloc = problem.allocate(fits)
 
     for i, d in enumerate(domains):
         f = fits[i]
-        if not is_decreasing(f.x, f.y):
-            warnings.append(f"domain {d!r}: the objective does not fall as its tokens grow; its fit is unreliable")
-        elif not f.exact and np.unique(f.x).size == 3:
+        if d in held:
+            warnings.append(f"domain {d!r} is held at its base share: {held[d]}")
+            continue
+        if not f.exact and np.unique(f.x).size == 3:
             warnings.append(f"domain {d!r}: no power law passes exactly through its 3 amounts; least-squares fit")
         n, (xmin, xmax) = alloc.n[i], (f.x.min(), f.x.max())
         if not (alloc.at_floor[i] or alloc.at_cap[i]) and not (xmin <= n <= xmax):
             warnings.append(
                 f"domain {d!r}: optimum {n:.3g}x its base tokens lies outside the measured {xmin:.3g}x-{xmax:.3g}x"
             )
+    if not noise.known:
+        warnings.append("the noise is unknown (one run per design point): train replicates to measure it")
 
     tokens = alloc.n * base_tokens
     bounded = {d: "floor" if alloc.at_floor[i] else "cap" for i, d in enumerate(domains)
                if alloc.at_floor[i] or alloc.at_cap[i]}
-    predicted = base_objective * (1.0 + sum(float(f(n)) - 1.0 for f, n in zip(fits, alloc.n, strict=True)))
+    predicted = base_objective * _model_value(fits, alloc.n)
+    # gain over the base mixture at the same budget, under the fitted model
+    gain = 1.0 - _model_value(fits, alloc.n) / _model_value(fits, np.full(len(domains), held_n))
 
     intervals: dict[str, tuple[float, float]] = {}
+    draws = None
+    gain_se = None
     if bootstrap:
-        intervals = _bootstrap(objective, design, fits, total, lo, hi, cost, int(bootstrap), seed, warnings, domains)
+        draws, gains = _bootstrap(objective, paired, design, table.seeds, fits, problem, int(bootstrap), seed,
+                                  warnings)
+        low, high = np.nanpercentile(draws, INTERVAL, axis=0)
+        intervals = {d: (float(lo_), float(hi_)) for d, lo_, hi_ in zip(domains, low, high, strict=True)}
+        ok = gains[np.isfinite(gains)]
+        gain_se = float(ok.std(ddof=1)) if ok.size > 1 else None
+    if gain_se is None and noise.known:
+        gain_se = float(noise.noise) / math.sqrt(noise.replicates)  # type: ignore[arg-type]
+    if gain_se is not None and gain < gain_se:
+        warnings.append(
+            f"the fitted optimum's predicted gain over the base mixture ({gain:.2%}) is smaller than its own "
+            f"uncertainty ({gain_se:.2%}): the base mixture is as good a choice at this budget"
+        )
 
+    point_tokens = [float(table.tokens[g[0]].sum()) for g in design.groups]  # one run of each design point
+    design_tokens = {d: sum(point_tokens[g] for g in design.domain_groups[j]) for j, d in enumerate(domains)}
     metadata = {
         "method": "ddo",
         "base_tokens": dict(zip(domains, base_tokens.tolist(), strict=True)),
@@ -151,8 +200,20 @@ def fit_ddo(
         "offset_tokens": {d: f.a * float(bt) for d, f, bt in zip(domains, fits, base_tokens, strict=True)},
         "bounded": bounded,
     }
+    if noise.replicates > 1 or table.seeds is not None:
+        metadata["noise"] = noise.to_dict() | {"cost": replicate_cost(noise.needed, design_tokens, sum(point_tokens))}
+    if held:
+        base_weights = base_tokens / base_total
+        # what `predict` keeps fixed at the target: the base share of every held domain
+        metadata["held"] = {d: float(base_weights[i]) for i, d in enumerate(domains) if d in held}
+        metadata["held_reasons"] = dict(held)
+    metadata["predicted_gain"] = gain
+    metadata["predicted_gain_se"] = gain_se
     if intervals:
-        metadata |= {"intervals": {d: list(v) for d, v in intervals.items()}, "bootstrap": int(bootstrap), "seed": seed}
+        metadata |= {"intervals": {d: list(v) for d, v in intervals.items()}, "bootstrap": int(bootstrap), "seed": seed,
+                     # failed resamples stay as null rows so that draw k is the same resample everywhere
+                     "bootstrap_draws": [None if np.isnan(row).any() else np.round(row, 8).tolist()
+                                         for row in draws]}  # type: ignore[union-attr]
     if warnings:
         metadata["warnings"] = list(warnings)
     mixture = Mixture(dict(zip(domains, tokens.tolist(), strict=True)), metadata)
@@ -167,7 +228,33 @@ def fit_ddo(
         base=Mixture(dict(zip(domains, base_tokens.tolist(), strict=True))),
         budget=budget,
         allocation=alloc,
+        noise=noise,
+        held=held,
+        draws=draws,
+        gain=gain,
+        gain_se=gain_se,
     )
+
+
+def fit_ddo_budgets(tables: Mapping[float, RunsTable], **options) -> dict[float, DDOResult]:
+    """DDO at several budgets with one set of held domains: held at any budget means held at all.
+
+    Args:
+        tables: budget (tokens) -> that budget's runs table.
+        options: as for ``fit_ddo`` (``budget`` and ``hold`` are set here).
+    Returns:
+        budget -> ``DDOResult``, in the order of ``tables``.
+    """
+    held: set[str] = set(options.pop("hold", ()))
+    first = {b: fit_ddo(t, budget=b, hold=held, **(options | {"bootstrap": 0})) for b, t in tables.items()}
+    for r in first.values():
+        held |= set(r.held)
+    return {b: fit_ddo(t, budget=b, hold=held, **options) for b, t in tables.items()}
+
+
+def _model_value(fits: list[PowerLawFit], n: np.ndarray) -> float:
+    """The separable DDO model's normalised objective at relative amounts ``n``."""
+    return 1.0 + sum(float(f(v)) - 1.0 for f, v in zip(fits, n, strict=True))
 
 
 def _fit_record(f: PowerLawFit) -> dict:
@@ -177,49 +264,16 @@ def _fit_record(f: PowerLawFit) -> dict:
     return record
 
 
-def _design(table: RunsTable) -> _Design:
-    """Locate the base run and each domain's perturbations."""
-    tokens = table.tokens
-    points, first, group_of = np.unique(tokens, axis=0, return_index=True, return_inverse=True)
-    group_of = group_of.ravel()
-    changed = (points[:, None, :] != points[None, :, :]).sum(axis=2)  # [g, g] domains that differ
-    offending = (changed >= 2).sum(axis=1)
-    compatible = (changed == 1).sum(axis=1)
-    named_base = np.array([any(table.runs[r] == "base" for r in np.flatnonzero(group_of == g))
-                           for g in range(len(points))])
-    # fewest runs that change two domains; then most perturbations; then a run named "base"; then first
-    order = sorted(range(len(points)), key=lambda g: (offending[g], -compatible[g], not named_base[g], first[g]))
-    base = order[0]
-    base_name = table.runs[first[base]]
-    if offending[base]:
-        if offending[base] >= compatible[base]:
-            raise AutoscaleError("no base run: no run differs from every other run in at most one domain")
-        bad = next(g for g in np.argsort(first) if changed[base, g] >= 2)
-        which = [d for d, u, v in zip(table.domains, points[bad], points[base], strict=True) if u != v]
-        raise AutoscaleError(
-            f"run {table.runs[first[bad]]!r} changes {len(which)} domains ({', '.join(which)}) relative to the "
-            f"base run {base_name!r}; a DDO perturbation changes exactly one"
-        )
-    base_tokens = points[base]
-    for d, n in zip(table.domains, base_tokens, strict=True):
-        if n <= 0:
-            raise AutoscaleError(f"the base run {base_name!r} has no tokens of domain {d!r}; amounts are relative to it")
-    domain_groups = []
-    for j, d in enumerate(table.domains):
-        members = [g for g in range(len(points)) if g == base or (changed[base, g] == 1 and points[g, j] != base_tokens[j])]
-        if len(members) < 3:
-            raise AutoscaleError(
-                f"domain {d!r} has {len(members)} distinct token amounts (base included); the fit needs at least 3"
-            )
-        domain_groups.append(np.array(members))
-    groups = [np.flatnonzero(group_of == g) for g in range(len(points))]
-    return _Design(base_tokens, groups[base], groups, domain_groups, group_of, tokens / base_tokens)
+def _fit_domains(objective, paired, design: Design, rows: np.ndarray, starts=None) -> list[PowerLawFit]:
+    """Fit every domain on the runs ``rows`` (indices, repeats allowed: a bootstrap sample).
 
-
-def _fit_domains(objective, design: _Design, rows: np.ndarray, starts=None) -> list[PowerLawFit]:
-    """Fit every domain on the runs ``rows`` (indices, repeats allowed: a bootstrap sample)."""
-    in_base = design.group_of[rows] == design.group_of[design.base_rows[0]]
-    y = objective[rows] / objective[rows[in_base]].mean()
+    ``paired``: each run's objective over its seed's base run (None: over the mean base run).
+    """
+    if paired is not None:
+        y = paired[rows]
+    else:
+        in_base = design.group_of[rows] == design.base_group
+        y = objective[rows] / objective[rows[in_base]].mean()
     fits = []
     for j, groups in enumerate(design.domain_groups):
         mask = np.isin(design.group_of[rows], groups)
@@ -228,13 +282,41 @@ def _fit_domains(objective, design: _Design, rows: np.ndarray, starts=None) -> l
     return fits
 
 
-def _allocate(fits, total, lo, hi, cost) -> Allocation:
-    a = np.array([f.a for f in fits])
-    b = np.array([f.b for f in fits])
-    return allocate(a, b, total, lo, hi, cost=cost)
+@dataclass(frozen=True, eq=False)
+class _Problem:
+    """The allocation problem at one budget, in relative amounts; held domains sit at ``held_n``."""
+
+    total: float
+    lo: np.ndarray
+    hi: np.ndarray
+    cost: np.ndarray
+    held: np.ndarray  # [m] bool
+    held_n: float
+
+    def allocate(self, fits: list[PowerLawFit]) -> Allocation:
+        a = np.array([f.a for f in fits])
+        b = np.array([f.b for f in fits])
+        free = ~self.held
+        if not self.held.any():
+            return allocate(a, b, self.total, self.lo, self.hi, cost=self.cost)
+        n = np.clip(np.full(a.size, self.held_n), self.lo, self.hi)
+        at_floor, at_cap = np.zeros(a.size, bool), np.zeros(a.size, bool)
+        lam = math.nan
+        if free.any():
+            rest = self.total - float(self.cost[~free] @ n[~free])
+            sub = allocate(a[free], b[free], rest, self.lo[free], self.hi[free], cost=self.cost[free])
+            n[free], at_floor[free], at_cap[free], lam = sub.n, sub.at_floor, sub.at_cap, sub.lam
+        value = float(np.sum((n + a) ** (-b)))
+        return Allocation(n, at_floor, at_cap, lam, value)
 
 
-def _bootstrap(objective, design, fits, total, lo, hi, cost, replicates, seed, warnings, domains):
+def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem, replicates: int, seed: int,
+               warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``[draws, m]`` and predicted gains ``[draws]`` of bootstrap refits.
+
+    With seeds: resample whole seeds (positions in the sorted seed list, so equal replicate counts
+    draw the same seeds at every budget). Without: resample the runs of each design point.
+    """
     if replicates < 0:
         raise AutoscaleError(f"bootstrap must be a number of resamples >= 0, got {replicates}")
     if all(g.size == 1 for g in design.groups):
@@ -242,22 +324,34 @@ def _bootstrap(objective, design, fits, total, lo, hi, cost, replicates, seed, w
             "bootstrap needs replicate runs (rows with the same tokens, e.g. other seeds); every design point has one run"
         )
     rng = np.random.default_rng(seed)
-    weights, failed = [], 0
+    by_seed = None
+    if seeds is not None:
+        values = np.unique(seeds)
+        by_seed = [np.flatnonzero(seeds == v) for v in values]
+    weights, gains, failed = [], [], 0
+    even = np.full(len(fits), problem.total / float(problem.cost.sum()))
     for _ in range(replicates):
-        rows = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in design.groups])
+        if by_seed is not None:
+            rows = np.concatenate([by_seed[k] for k in rng.integers(0, len(by_seed), size=len(by_seed))])
+        else:
+            rows = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in design.groups])
         try:
-            alloc = _allocate(_fit_domains(objective, design, rows, starts=fits), total, lo, hi, cost)
+            refit = _fit_domains(objective, paired, design, rows, starts=fits)
+            alloc = problem.allocate(refit)
         except AutoscaleError:
-            failed += 1
+            failed += 1  # a resample can lose a design point (a seed without some run)
+            # a NaN row keeps draw k at index k: `predict` pairs the k-th draws of every budget
+            weights.append(np.full(len(fits), np.nan))
+            gains.append(np.nan)
             continue
-        tokens = alloc.n * cost
+        tokens = alloc.n * problem.cost
         weights.append(tokens / tokens.sum())
-    if not weights:
+        gains.append(1.0 - _model_value(refit, alloc.n) / _model_value(refit, even))
+    if failed == replicates:
         raise AutoscaleError("bootstrap: every resample failed to fit")
     if failed:
         warnings.append(f"bootstrap: {failed} of {replicates} resamples failed to fit and were skipped")
     single = sum(g.size == 1 for g in design.groups)
-    if single:
+    if single and by_seed is None:
         warnings.append(f"bootstrap: {single} of {len(design.groups)} design points have a single run and stay fixed")
-    low, high = np.percentile(np.array(weights), INTERVAL, axis=0)
-    return {d: (float(lo_), float(hi_)) for d, lo_, hi_ in zip(domains, low, high, strict=True)}
+    return np.array(weights), np.array(gains)

@@ -2,7 +2,9 @@
 
 For each domain and each ratio r, one run trains on r times the base amount of that domain and the
 base amount of every other domain (so the total changes: the other domains are held fixed, which is
-what the per-domain response y_i(x) measures). With R ratios there are 1 + R*m runs.
+what the per-domain response y_i(x) measures). With R ratios there are 1 + R*m runs, and K
+replicates train the whole design K times with seeds seed, seed+1, ... (the ``seed`` column):
+replicates make the noise measurable and, trained coupled, let effects be paired within a seed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def plan_ddo(
     base: Mixture | None = None,
     ratios: Sequence[float] = PUBLISHED_RATIOS,
     eval_names: Sequence[str] = (),
+    replicates: int = 1,
+    seed: int = 0,
 ) -> RunsTable:
     """The runs table of a DDO design, with empty eval cells to fill in.
 
@@ -34,9 +38,16 @@ def plan_ddo(
         base: base mixture (tokens or weights that matter); default uniform over ``domains``.
         ratios: multipliers of one domain's base amount (> 0, != 1, distinct); published: 0.2 and 3.
         eval_names: validation sets, one ``eval.<name>`` column each; default one per domain.
+        replicates: K >= 1 copies of the design, seeds ``seed .. seed + K - 1``.
+        seed: the first replicate's seed.
     Returns:
-        ``RunsTable`` with runs ``base`` and ``<domain>-x<ratio>``; tokens rounded to whole tokens.
+        ``RunsTable`` with runs ``base`` and ``<domain>-x<ratio>`` for each seed (seed-major order);
+        tokens rounded to whole tokens.
     """
+    if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
+        raise AutoscaleError(f"replicates must be an integer >= 1, got {replicates!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise AutoscaleError(f"seed must be an integer, got {seed!r}")
     if base is None:
         if not domains:
             raise AutoscaleError("plan needs the domains (or a base mixture)")
@@ -77,7 +88,10 @@ def plan_ddo(
             runs.append(f"{d}-x{label}")
             tokens.append(row)
     evals = tuple(eval_names) if eval_names else names
-    return RunsTable(tuple(runs), names, np.array(tokens), evals, np.full((len(runs), len(evals)), np.nan))
+    k = int(replicates)
+    seeds = np.repeat(np.arange(int(seed), int(seed) + k), len(runs))
+    return RunsTable(tuple(runs) * k, names, np.tile(np.array(tokens), (k, 1)), evals,
+                     np.full((len(runs) * k, len(evals)), np.nan), seeds)
 
 
 def _unique(domains: Sequence[str]) -> tuple[str, ...]:

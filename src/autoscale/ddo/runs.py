@@ -8,8 +8,13 @@ CSV form, one row per training run::
 ``tokens.<domain>`` columns hold the tokens (absolute counts) that run trained on from each domain;
 ``eval.<name>`` columns hold one validation number per held-out set (perplexity or loss: the caller
 decides, lower is better). An empty eval cell means "not measured yet" (a freshly planned table);
-every other cell must be a finite number. Replicate rows (the same tokens, e.g. another seed) are
-allowed and are what ``fit --bootstrap`` resamples.
+every other cell must be a finite number.
+
+Replicates: an optional integer ``seed`` column names each run's seed. With it, the runs of one seed
+form one replicate of the whole design (base and perturbations trained together, ideally coupled:
+same initialisation and data order), so effects are paired within a seed and the bootstrap
+resamples whole seeds; two rows with the same tokens and the same seed are a duplicate and an
+error. Without it, rows with the same tokens are unpaired replicates (e.g. other seeds).
 
 Parsing and formatting are pure (`parse_csv`, `format_csv`); `read_csv`/`to_csv` are the thin file
 edges.
@@ -62,6 +67,7 @@ class RunsTable:
         tokens: ``[n_runs, m]`` tokens (absolute counts, >= 0) each run trained on per domain.
         eval_names: validation set names.
         evals: ``[n_runs, k]`` validation numbers (lower is better); NaN = not measured yet.
+        seeds: ``[n_runs]`` integer seed of each run, or None (no ``seed`` column).
     """
 
     runs: tuple[str, ...]
@@ -69,6 +75,7 @@ class RunsTable:
     tokens: np.ndarray
     eval_names: tuple[str, ...]
     evals: np.ndarray
+    seeds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         runs = tuple(self.runs)
@@ -97,6 +104,8 @@ class RunsTable:
             for j, name in enumerate(eval_names):
                 if math.isinf(evals[i, j]):
                     raise AutoscaleError(f"run {run!r}: eval.{name} is infinite")
+        if self.seeds is not None:
+            object.__setattr__(self, "seeds", _check_seeds(self.seeds, runs, tokens))
         object.__setattr__(self, "runs", runs)
         object.__setattr__(self, "domains", domains)
         object.__setattr__(self, "eval_names", eval_names)
@@ -106,6 +115,12 @@ class RunsTable:
     @property
     def n_runs(self) -> int:
         return len(self.runs)
+
+    @property
+    def replicates(self) -> int:
+        """Runs per design point (the smallest count over distinct token vectors)."""
+        _, counts = np.unique(self.tokens, axis=0, return_counts=True)
+        return int(counts.min())
 
     @property
     def filled(self) -> bool:
@@ -165,19 +180,23 @@ class RunsTable:
             raise AutoscaleError(f"{source} is empty")
         (_, header), body = rows[0], rows[1:]
         header = [h.strip() for h in header]
-        run_col, token_cols, eval_cols = None, [], []
+        run_col, seed_col, token_cols, eval_cols = None, None, [], []
         for j, name in enumerate(header):
             if name == "run":
                 if run_col is not None:
                     raise AutoscaleError(f"{source}: column 'run' appears twice")
                 run_col = j
+            elif name == "seed":
+                if seed_col is not None:
+                    raise AutoscaleError(f"{source}: column 'seed' appears twice")
+                seed_col = j
             elif name.startswith(TOKENS_PREFIX):
                 token_cols.append((j, name[len(TOKENS_PREFIX):].strip()))
             elif name.startswith(EVAL_PREFIX):
                 eval_cols.append((j, name[len(EVAL_PREFIX):].strip()))
             else:
                 raise AutoscaleError(
-                    f"{source}: unknown column {name!r} (expected run, tokens.<domain>, eval.<name>)"
+                    f"{source}: unknown column {name!r} (expected run, seed, tokens.<domain>, eval.<name>)"
                 )
         if run_col is None:
             raise AutoscaleError(f"{source}: no 'run' column")
@@ -185,7 +204,7 @@ class RunsTable:
             raise AutoscaleError(f"{source}: no tokens.<domain> columns")
         if not body:
             raise AutoscaleError(f"{source} has a header but no runs")
-        runs, tokens, evals = [], [], []
+        runs, seeds, tokens, evals = [], [], [], []
         for line, row in body:
             if len(row) != len(header):
                 raise AutoscaleError(f"{source}, line {line}: {len(row)} cells, the header has {len(header)}")
@@ -194,11 +213,14 @@ class RunsTable:
                 raise AutoscaleError(f"{source}, line {line}: empty run name")
             where = f"{source}, run {run!r} (line {line})"
             runs.append(run)
+            if seed_col is not None:
+                seeds.append(_integer(row[seed_col], f"{where}: seed"))
             tokens.append([_number(row[j], f"{where}: tokens.{d}", allow_empty=False) for j, d in token_cols])
             evals.append([_number(row[j], f"{where}: eval.{e}", allow_empty=True) for j, e in eval_cols])
         try:
             return cls(tuple(runs), tuple(d for _, d in token_cols), np.array(tokens),
-                       tuple(e for _, e in eval_cols), np.array(evals).reshape(len(runs), len(eval_cols)))
+                       tuple(e for _, e in eval_cols), np.array(evals).reshape(len(runs), len(eval_cols)),
+                       None if seed_col is None else np.array(seeds, dtype=np.int64))
         except AutoscaleError as exc:
             raise AutoscaleError(f"{source}: {exc}") from None
 
@@ -206,9 +228,12 @@ class RunsTable:
         """The CSV form; integral token counts are written without a decimal point."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["run", *(TOKENS_PREFIX + d for d in self.domains), *(EVAL_PREFIX + e for e in self.eval_names)])
+        seed = [] if self.seeds is None else ["seed"]
+        writer.writerow(["run", *seed, *(TOKENS_PREFIX + d for d in self.domains),
+                         *(EVAL_PREFIX + e for e in self.eval_names)])
         for i, run in enumerate(self.runs):
-            writer.writerow([run, *(_format(v) for v in self.tokens[i]), *(_format(v) for v in self.evals[i])])
+            seed = [] if self.seeds is None else [str(int(self.seeds[i]))]
+            writer.writerow([run, *seed, *(_format(v) for v in self.tokens[i]), *(_format(v) for v in self.evals[i])])
         return out.getvalue()
 
     @classmethod
@@ -230,6 +255,40 @@ class RunsTable:
                 fh.write(self.format_csv())
         except OSError as exc:
             raise AutoscaleError(f"cannot write runs table {str(p)!r}: {exc.strerror}") from None
+
+
+def _check_seeds(seeds, runs: tuple[str, ...], tokens: np.ndarray) -> np.ndarray:
+    """Integer seeds, one per run; a (tokens, seed) pair may appear once."""
+    values = np.asarray(seeds)
+    if values.shape != (len(runs),):
+        raise AutoscaleError(f"seeds must have one entry per run ({len(runs)}), got shape {values.shape}")
+    out = []
+    for run, v in zip(runs, values.tolist(), strict=True):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+            raise AutoscaleError(f"run {run!r}: seed must be an integer, got {v!r}")
+        out.append(int(v))
+    seen: dict[tuple, str] = {}
+    for run, row, seed in zip(runs, tokens.tolist(), out, strict=True):
+        key = (tuple(row), seed)
+        if key in seen:
+            raise AutoscaleError(
+                f"runs {seen[key]!r} and {run!r} have the same tokens and the same seed {seed}: a duplicate, "
+                "not a replicate (replicates differ in seed)"
+            )
+        seen[key] = run
+    array = np.array(out, dtype=np.int64)
+    array.setflags(write=False)
+    return array
+
+
+def _integer(cell: str, where: str) -> int:
+    cell = cell.strip()
+    if not cell:
+        raise AutoscaleError(f"{where} is empty")
+    try:
+        return int(cell)
+    except ValueError:
+        raise AutoscaleError(f"{where} is not an integer: {cell!r}") from None
 
 
 def _number(cell: str, where: str, allow_empty: bool) -> float:

@@ -22,6 +22,8 @@ line naming the key and the value. Relative paths are relative to the config fil
       base: uniform                # uniform | natural | {domain: weight}
       min_ratio: 0.2               # floor on each domain, relative to the base amount
       max_epochs: 4                # cap: epochs x unique tokens (a number or {domain: epochs})
+      replicates: 1                # seeds per design point (seed, seed+1, ...): measures the noise
+      bootstrap: 0                 # resamples of whole seeds for intervals (needs replicates >= 2)
     objective:
       metric: perplexity           # perplexity | loss, per validation domain
       weights: null                # {domain: weight}; null: unweighted mean (the paper's)
@@ -109,6 +111,7 @@ class DDOConfig(_Strict):
     min_ratio: float = Field(0.2, ge=0, lt=1, description="floor, relative to the base amount")
     max_epochs: float | dict[str, float] | None = Field(None, description="cap: epochs x unique tokens")
     bootstrap: int = Field(0, ge=0, description="bootstrap resamples for weight intervals")
+    replicates: int = Field(1, ge=1, strict=True, description="seeds per design point: seed, seed+1, ...")
 
     @field_validator("budgets")
     @classmethod

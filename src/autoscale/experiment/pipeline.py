@@ -3,10 +3,16 @@
 Stages, in order (each recorded in the run store, each writing its artefacts at once):
 
 1. ``ddo <budget>`` for every DDO budget: plan the base run and the one-domain perturbations
-   (``plan_ddo``), train those not finished yet, build the runs table from the tokens each run
-   ACTUALLY trained (metrics ``tokens_per_domain``) and its final validation numbers, fit the
-   per-domain power laws and allocate with floors and caps (``fit_ddo``).
-2. ``extrapolate``: the AutoScale law from the DDO optima to the target budget.
+   (``plan_ddo``), ``ddo.replicates`` times with seeds seed, seed+1, ... (each seed's runs are
+   coupled: same initialisation, and unchanged domains see the same data at the same relative point
+   of the run), train those not finished yet, build the runs table (with its seed column) from the
+   tokens each run ACTUALLY trained (metrics ``tokens_per_domain``) and its final validation
+   numbers. Once every budget is trained, fit them together (``fit_ddo_budgets``): noise and paired
+   effects per domain, domains held at their base share (at every budget when held at any), the
+   per-domain power laws and the allocation with floors and caps; bootstrap draws resample whole
+   seeds, the same seeds at every budget.
+2. ``extrapolate``: the AutoScale law from the DDO optima to the target budget (held domains keep
+   their base share); with bootstrap draws, the same law on every paired draw gives intervals.
 3. ``validate`` (if ``target.validate``): train the predicted mixture and every comparison
    mixture at the target budget (each seed), and the paper's speed-up of the predicted one over
    each comparison (``autoscale.experiment.speedup``).
@@ -23,9 +29,11 @@ Experiment directory layout (everything the report needs)::
     DIR/runs_<budget>.csv        DDO runs table at <budget> tokens (completed runs; tokens actually
                                  trained; eval.<domain> = that domain's final validation metric)
     DIR/ddo_<budget>.json        DDO result: mixture (tokens, weights, budget), fits per domain
-                                 (a, b, c, x, y, residuals, r2), bounded domains, predicted and base
-                                 objective, bootstrap intervals, warnings, run keys, failed runs
-    DIR/target.json              the extrapolated mixture at the target, the law's s, method, warnings
+                                 (a, b, c, x, y, residuals, r2), bounded and held domains, predicted
+                                 and base objective, noise (effects, replicates needed and their
+                                 cost), bootstrap intervals and draws, warnings, run keys, failed runs
+    DIR/target.json              the extrapolated mixture at the target, the law's s, method, held
+                                 domains, intervals and draws (with bootstrap), warnings
     DIR/validation.json          per validated mixture and seed: run key, run dir, tokens, final
                                  objective, curve (steps, tokens, objective, smoothed); speed-ups
     DIR/summary.json             domains, budgets, DDO weights, target weights, speed-ups, run counts,
@@ -176,7 +184,10 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         check_program(ex.command, ex.cwd or Path.cwd(), {**os.environ, **ex.env})
         trainer: dict[str, Any] = {"kind": "command", "command": ex.command, "env": ex.env, "id": ex.trainer_id}
     else:
-        trainer = {"kind": "autoscale", "proxy": config.proxy.fingerprint_dict()}
+        from autoscale.data.sampler import SAMPLER_VERSION
+
+        # the sampler's version is part of every key: a new sampler never reuses an old run
+        trainer = {"kind": "autoscale", "proxy": config.proxy.fingerprint_dict(), "sampler": SAMPLER_VERSION}
     objective = Objective(config.objective.metric, config.objective.weights)
     return _Setup(domains, data_id, trainer, unique, caps, objective, store_path)
 
@@ -246,6 +257,7 @@ class _Pipeline:
         self._executor: Executor | None = None
         self.started = time.time()
         self.keys: set[str] = set()  # the runs this invocation's stages use
+        self.target_intervals: dict[str, tuple[float, float]] = {}
 
     def close(self) -> None:
         if self._executor is not None:
@@ -260,9 +272,8 @@ class _Pipeline:
 
     def run(self) -> ExperimentResult:
         self.remove_stale_artefacts()
-        ddo: dict[float, Any] = {}
-        for budget in self.config.ddo.budgets:
-            ddo[budget] = self.ddo_stage(budget)
+        trained = {budget: self.ddo_stage(budget) for budget in self.config.ddo.budgets}
+        ddo = self.fit_stage(trained)
         target, extrapolation = self.extrapolate_stage(ddo)
         validation, speedups = None, []
         if self.config.target.validate_:
@@ -375,23 +386,27 @@ class _Pipeline:
         assert self.setup.unique_tokens is not None
         return {d: float(self.setup.unique_tokens[d]) for d in self.setup.domains}
 
-    def ddo_stage(self, budget: float) -> Any:
-        from autoscale.ddo.fit import fit_ddo
+    def ddo_stage(self, budget: float) -> tuple[Any, dict[str, Any]]:
+        """Train the DDO design at ``budget`` (every replicate); return its runs table and run keys."""
         from autoscale.ddo.plan import plan_ddo
+        from autoscale.ddo.runs import RunsTable
 
         name = f"ddo {_b(budget)}"
         self.store.set_stage(name, "running")
         domains = self.setup.domains
+        replicates = self.config.ddo.replicates
         plan = plan_ddo(domains, budget=budget, base=self.base_mixture(budget), ratios=self.config.ddo.ratios,
-                        eval_names=domains)
-        jobs = [self.job(name, run, dict(zip(domains, plan.tokens[i], strict=True)), self.config.seed)
-                for i, run in enumerate(plan.runs)]
-        self.store.forget_uses(name, set(plan.runs))
+                        eval_names=domains, replicates=replicates, seed=self.config.seed)
+        assert plan.seeds is not None
+        labels = [run if replicates == 1 else f"{run} seed {seed}" for run, seed in zip(plan.runs, plan.seeds, strict=True)]
+        jobs = [self.job(name, label, dict(zip(domains, plan.tokens[i], strict=True)), int(plan.seeds[i]))
+                for i, label in enumerate(labels)]
+        self.store.forget_uses(name, set(labels))
         self.execute(name, jobs)
 
         records = [self.store.get(job.key) for job in jobs]
         ok = [i for i, r in enumerate(records) if r is not None and r.status == "completed"]
-        failed = {plan.runs[i]: r.error for i, r in enumerate(records) if i not in ok and r is not None}
+        failed = {labels[i]: r.error for i, r in enumerate(records) if i not in ok and r is not None}
         short = _domains_short_of_points(plan.tokens, plan.runs, domains, ok)
         if short:
             self.stage_done(name, "failed", f"too few completed runs for {', '.join(short)}")
@@ -408,36 +423,48 @@ class _Pipeline:
             # the tokens actually trained (whole sequences), else what was asked for
             tokens.append([float(trained.get(d, plan.tokens[i][j])) for j, d in enumerate(domains)])
             evals.append([metric_value(m["final"][d], metric) for d in domains])
-        from autoscale.ddo.runs import RunsTable
-
-        table = RunsTable(tuple(plan.runs[i] for i in ok), domains, np.array(tokens), domains, np.array(evals))
+        table = RunsTable(tuple(plan.runs[i] for i in ok), domains, np.array(tokens), domains, np.array(evals),
+                          np.array([plan.seeds[i] for i in ok], dtype=np.int64))
         table.to_csv(self.out / f"runs_{_b(budget)}.csv")
-        result = fit_ddo(
-            table, min_ratio=self.config.ddo.min_ratio, budget=budget, max_tokens=self.setup.caps,
-            eval_weights=self.config.objective.weights, bootstrap=self.config.ddo.bootstrap, seed=self.config.seed,
+        return table, {"runs": {labels[i]: jobs[i].key for i in range(len(jobs))}, "failed": failed,
+                       "replicates": replicates}
+
+    def fit_stage(self, trained: Mapping[float, tuple[Any, dict[str, Any]]]) -> dict[float, Any]:
+        """Fit every budget's DDO together (one set of held domains) and write ddo_<budget>.json."""
+        from autoscale.ddo.fit import fit_ddo_budgets
+
+        results = fit_ddo_budgets(
+            {b: table for b, (table, _) in trained.items()}, min_ratio=self.config.ddo.min_ratio,
+            max_tokens=self.setup.caps, eval_weights=self.config.objective.weights,
+            bootstrap=self.config.ddo.bootstrap, seed=self.config.seed,
         )
-        for warning in result.warnings:
-            self.report(Note(f"{name}: {warning}"))
-        record = _ddo_record(result, budget)
-        record["runs"] = {plan.runs[i]: jobs[i].key for i in range(len(jobs))}
-        record["failed"] = failed
-        record["objective"] = self.setup.objective.describe()
-        _write_json(self.out / f"ddo_{_b(budget)}.json", record)
-        self.stage_done(name, "completed", _weights_line(result.mixture))
-        return result
+        for budget, result in results.items():
+            name = f"ddo {_b(budget)}"
+            for warning in result.warnings:
+                self.report(Note(f"{name}: {warning}"))
+            record = _ddo_record(result, budget) | trained[budget][1]
+            record["objective"] = self.setup.objective.describe()
+            _write_json(self.out / f"ddo_{_b(budget)}.json", record)
+            self.stage_done(name, "completed", _weights_line(result.mixture))
+        return results
 
     # --- stage 2: extrapolation ---------------------------------------------------------------------
 
     def extrapolate_stage(self, ddo: Mapping[float, Any]) -> tuple[Mixture, Any]:
-        from autoscale.extrapolate import extrapolate
+        from autoscale.extrapolate import extrapolate, extrapolate_draws
 
         self.store.set_stage("extrapolate", "running")
         mixtures = [r.mixture for r in ddo.values()]
         target = self.config.target
-        ex = extrapolate(mixtures, target=target.budget, steps=None if target.budget is not None else 1,
-                         max_tokens=self.setup.caps, offsets=target.offsets)
+        hold = _held_weights(ddo.values())
+        options = dict(target=target.budget, steps=None if target.budget is not None else 1,
+                       max_tokens=self.setup.caps, offsets=target.offsets, hold=hold or None)
+        ex = extrapolate(mixtures, **options)
         for warning in ex.warnings:
             self.report(Note(f"extrapolate: {warning}"))
+        intervals, draws = {}, None
+        if all(r.draws is not None for r in ddo.values()):
+            draws, intervals = extrapolate_draws(mixtures, [r.draws for r in ddo.values()], **options)
         _write_json(self.out / "target.json", {
             "mixture": ex.mixture.to_dict(),
             "target_budget": target.budget,
@@ -445,12 +472,16 @@ class _Pipeline:
             "method": ex.method,
             "law": None if ex.law is None else ex.law.to_dict(),
             "bounded": dict(ex.bounded),
+            "held": dict(ex.held),
+            "intervals": {d: list(v) for d, v in intervals.items()},
+            "draws": draws,
             "offsets": dict(ex.offsets),
             "warnings": list(ex.warnings),
             "from": [{"budget": b, "mixture": r.mixture.to_dict()} for b, r in ddo.items()],
             "caps": self.setup.caps,
         })
         self.stage_done("extrapolate", "completed", _weights_line(ex.mixture))
+        self.target_intervals = intervals
         return ex.mixture, ex
 
     # --- stage 3: validation at the target ----------------------------------------------------------
@@ -548,10 +579,15 @@ class _Pipeline:
             "objective": self.setup.objective.describe(),
             "data": self.setup.data_id,
             "ddo": [{"budget": b, "weights": r.mixture.weights, "tokens": dict(r.mixture.tokens),
-                     "bounded": dict(r.bounded), "warnings": list(r.warnings),
+                     "bounded": dict(r.bounded), "held": dict(r.held), "warnings": list(r.warnings),
+                     "intervals": {d: list(v) for d, v in r.intervals.items()},
+                     "replicates": r.noise.replicates if r.noise else 1,
+                     "noise": r.noise.noise if r.noise else None,
+                     "predicted_gain": r.gain, "predicted_gain_se": r.gain_se,
                      "runs_csv": f"runs_{_b(b)}.csv", "json": f"ddo_{_b(b)}.json"} for b, r in ddo.items()],
             "target": {"budget": target.budget, "weights": target.weights, "tokens": dict(target.tokens),
-                       "s": ex.s, "method": ex.method, "warnings": list(ex.warnings)},
+                       "s": ex.s, "method": ex.method, "warnings": list(ex.warnings), "held": dict(ex.held),
+                       "intervals": {d: list(v) for d, v in self.target_intervals.items()}},
             "validation": None if validation is None else {
                 "smoothing": validation["smoothing"],
                 "speedups": validation["speedups"],
@@ -628,6 +664,14 @@ def _prepare_run_dir(job: RunJob, record: Any) -> None:
         (job.run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
 
+def _held_weights(results: Any) -> dict[str, float]:
+    """Held domains and their base share (every budget holds the same domains: fit_ddo_budgets)."""
+    held: dict[str, float] = {}
+    for r in results:
+        held.update(r.mixture.metadata.get("held") or {})
+    return held
+
+
 def _ddo_record(result: Any, budget: float) -> dict[str, Any]:
     """A DDOResult as JSON: fits in relative amounts (x) and normalised objectives (y)."""
     fits = {}
@@ -641,6 +685,11 @@ def _ddo_record(result: Any, budget: float) -> dict[str, Any]:
         "predicted_objective": _plain(result.predicted_objective),
         "base_objective": _plain(result.base_objective),
         "intervals": {d: list(v) for d, v in (result.intervals or {}).items()},
+        "held": dict(result.held),
+        "noise": result.mixture.metadata.get("noise"),
+        "predicted_gain": _plain(result.gain),
+        "predicted_gain_se": result.gain_se,
+        "bootstrap_draws": result.mixture.metadata.get("bootstrap_draws"),
         "warnings": list(result.warnings),
     }
 
