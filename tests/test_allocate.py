@@ -85,7 +85,9 @@ def test_matches_a_generic_solver_and_satisfies_kkt(problem):
     value_ref = float(np.sum((n_ref + a) ** (-b))) + (0.0 if np.isnan(alloc.lam) else alloc.lam * overspent)
     # Same optimal value, never worse. (Points are compared through KKT above: on flat objectives
     # a generic solver stops early, far from the optimum in n but close in value.)
-    assert alloc.value == pytest.approx(value_ref, rel=1e-6)
+    # Never worse; a generic solver can stall a little above the optimum on steep problems (found by
+    # hypothesis: 140437.62 exact vs 140438.02 from SLSQP), and KKT above already proves optimality.
+    assert alloc.value <= value_ref + 1e-6 * abs(value_ref)
     assert alloc.value <= value_ref * (1 + 1e-8)
 
 

@@ -13,8 +13,8 @@ from autoscale.ddo.runs import RunsTable
 from autoscale.mixture import Mixture
 from test_ddo_fit import PUBLISHED, PUBLISHED_WEIGHTS, SeparableWorld
 
-# ../shared beside the checkout (as in CI): the published example in the runs-table format
-REFERENCE = str(Path(__file__).resolve().parents[2] / "shared" / "reference" / "ddo_gpt2_large_1.2B.csv")
+# the published GPT-2 Large DDO runs, shipped with the repository (source: examples/README.md)
+REFERENCE = str(Path(__file__).resolve().parents[1] / "examples" / "ddo_gpt2_large_1.2B.csv")
 REFERENCE_TEXT = Path(REFERENCE).read_text()
 AUTOSCALE = Path(sys.executable).with_name("autoscale")
 

@@ -1,4 +1,5 @@
-"""Mixture sampler: exact quotas, even repetition, determinism, resume; fixed validation batches."""
+"""Mixture sampler: exact quotas, even repetition, determinism, resume, coupled runs; fixed validation
+batches."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoscale.data import MixtureSampler, RepetitionWarning, prepare_store, validation_batches
+from autoscale.data.sampler import ORDERS
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
@@ -39,9 +41,10 @@ def window_of(store, domain: str, row: np.ndarray, seq_len: int = SEQ) -> int:
     return int(hits[0])
 
 
-def test_each_domain_gets_exactly_round_tokens_over_seq_len(store):
+@pytest.mark.parametrize("order", ORDERS)
+def test_each_domain_gets_exactly_round_tokens_over_seq_len(store, order):
     tokens = {"web": 10_000, "news": 3_200.0, "code": 31, "books": 25_000}
-    sampler = MixtureSampler(store, tokens, seq_len=SEQ, seed=0)
+    sampler = MixtureSampler(store, tokens, seq_len=SEQ, seed=0, order=order)
     assert sampler.counts == {d: round(t / SEQ) for d, t in tokens.items()}
     assert sampler.tokens_trained == {d: c * SEQ for d, c in sampler.counts.items()}
     rows = all_rows(sampler, batch_size=7)
@@ -53,11 +56,13 @@ def test_each_domain_gets_exactly_round_tokens_over_seq_len(store):
     assert len(set(order[:40])) > 1  # domains are interleaved, not served in blocks
 
 
-def test_a_repeated_domain_uses_every_window_once_before_any_repeat(store):
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_repeated_domain_uses_every_window_once_before_any_repeat(store, order):
     n_windows = (store.unique_train_tokens("code") - 1) // SEQ
     count = int(2.5 * n_windows)
-    sampler = MixtureSampler(store, {"code": count * SEQ}, seq_len=SEQ, seed=3)
-    ids = [window_of(store, "code", row) for row in all_rows(sampler, batch_size=64)]
+    sampler = MixtureSampler(store, {"code": count * SEQ, "web": 20 * SEQ}, seq_len=SEQ, seed=3, order=order)
+    code = np.array(sampler.domain_order()) == "code"
+    ids = [window_of(store, "code", row) for row in all_rows(sampler, batch_size=64)[code]]
     assert sorted(ids[:n_windows]) == list(range(n_windows))
     assert sorted(ids[n_windows : 2 * n_windows]) == list(range(n_windows))
     assert ids[:n_windows] != ids[n_windows : 2 * n_windows]  # each epoch has its own order
@@ -78,13 +83,64 @@ def test_epochs_are_reported_and_warned_past_the_limit(store):
     assert quiet.warnings == [] and unlimited.warnings == []
 
 
-def test_same_seed_same_stream_other_seed_other_stream(store):
+@pytest.mark.parametrize("order", ORDERS)
+def test_same_seed_same_stream_other_seed_other_stream(store, order):
     tokens = Mixture({"web": 8000, "news": 8000, "encyclopedia": 4000}).tokens
-    a = all_rows(MixtureSampler(store, tokens, SEQ, seed=7))
-    b = all_rows(MixtureSampler(store, tokens, SEQ, seed=7))
-    c = all_rows(MixtureSampler(store, tokens, SEQ, seed=8))
+    a = all_rows(MixtureSampler(store, tokens, SEQ, seed=7, order=order))
+    b = all_rows(MixtureSampler(store, tokens, SEQ, seed=7, order=order))
+    c = all_rows(MixtureSampler(store, tokens, SEQ, seed=8, order=order))
     assert np.array_equal(a, b)
     assert a.shape == c.shape and not np.array_equal(a, c)
+
+
+def test_the_orders_differ_and_an_unknown_order_is_refused(store):
+    tokens = {"web": 8000, "news": 8000}
+    coupled = MixtureSampler(store, tokens, SEQ, seed=0)
+    assert coupled.order == "coupled"  # the default
+    shuffled = MixtureSampler(store, tokens, SEQ, seed=0, order="shuffled")
+    assert coupled.counts == shuffled.counts and coupled.domain_order() != shuffled.domain_order()
+    with pytest.raises(AutoscaleError, match="sampler order must be one of 'coupled', 'shuffled', got 'random'"):
+        MixtureSampler(store, tokens, SEQ, seed=0, order="random")
+
+
+def placement(sampler: MixtureSampler, domain: str) -> tuple[np.ndarray, np.ndarray]:
+    """The domain's sequences in run order and their relative positions (index / run length)."""
+    where = np.flatnonzero(np.array(sampler.domain_order()) == domain)
+    return all_rows(sampler, batch_size=256)[where], where / len(sampler)
+
+
+def test_coupled_runs_keep_an_unchanged_domain_in_place_when_another_changes(store):
+    # A DDO pair: "web" at 0.2x and at 3x the base; "news" and "books" unchanged (1000 sequences
+    # of 16 tokens each, fewer than their ~3400 windows, as is web's 3000).
+    seq, base = 16, 1000 * 16
+    small = {"web": 0.2 * base, "news": base, "books": base}
+    large = {"web": 3 * base, "news": base, "books": base}
+
+    def shifts(order: str) -> tuple[bool, np.ndarray]:
+        a = MixtureSampler(store, small, seq, seed=5, order=order)
+        b = MixtureSampler(store, large, seq, seed=5, order=order)
+        moved = []
+        for d in ("news", "books"):
+            (rows_a, pos_a), (rows_b, pos_b) = placement(a, d), placement(b, d)
+            assert np.array_equal(rows_a, rows_b)  # the same windows, in the same order
+            moved.append(np.abs(pos_a - pos_b))
+        # The run without web: identical when coupled (the unchanged domains keep their keys).
+        rest_a, rest_b = ([d for d in s.domain_order() if d != "web"] for s in (a, b))
+        return rest_a == rest_b, np.concatenate(moved)
+
+    same_rest, coupled = shifts("coupled")
+    assert same_rest
+    # A sequence with key u sits at u plus the share-weighted sum of each domain's error in counting
+    # its keys below u. The first c golden-ratio keys miss any interval's share by less than
+    # (1 + ln c) / c, so between the runs the shift is under sum_d |share_a(d) - share_b(d)| * that,
+    # plus rounding: 2 * 0.255 * 0.0079 + 0.091 * 0.032 + 0.6 * 0.0030 = 0.0087 < 0.01 here.
+    assert coupled.max() < 0.01
+    same_rest, shuffled = shifts("shuffled")
+    # Shuffled: a domain's j-th sequence sits near j / count in both runs, but the two shuffles are
+    # independent, so it is off by ~sqrt(count) positions in each (SD ~0.018 of the run at j =
+    # count / 2 here), and the rest of the run is reordered.
+    assert not same_rest
+    assert shuffled.max() > 0.01 and coupled.mean() < shuffled.mean() / 10
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -93,13 +149,14 @@ def test_same_seed_same_stream_other_seed_other_stream(store):
     batch_size=st.integers(1, 9),
     web=st.integers(0, 30_000),
     books=st.integers(1_000, 200_000),
+    order=st.sampled_from(ORDERS),
 )
-def test_resume_from_any_position_continues_the_same_stream(store, start, batch_size, web, books):
+def test_resume_from_any_position_continues_the_same_stream(store, start, batch_size, web, books, order):
     tokens = {"web": web, "books": books}
-    sampler = MixtureSampler(store, tokens, SEQ, seed=1)
+    sampler = MixtureSampler(store, tokens, SEQ, seed=1, order=order)
     start = min(start, len(sampler))
     full = all_rows(sampler, batch_size=5)
-    resumed = list(MixtureSampler(store, tokens, SEQ, seed=1).batches(batch_size, start=start))
+    resumed = list(MixtureSampler(store, tokens, SEQ, seed=1, order=order).batches(batch_size, start=start))
     assert all(b.shape[0] == batch_size for b in resumed[:-1])
     tail = np.concatenate(resumed) if resumed else np.empty((0, SEQ + 1), dtype=np.int64)
     assert np.array_equal(tail, full[start:])

@@ -18,8 +18,8 @@ from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
-# ../shared beside the checkout (as in CI): the published example in the runs-table format
-REFERENCE = str(Path(__file__).resolve().parents[2] / "shared" / "reference" / "ddo_gpt2_large_1.2B.csv")
+# the published GPT-2 Large DDO runs, shipped with the repository (source: examples/README.md)
+REFERENCE = str(Path(__file__).resolve().parents[1] / "examples" / "ddo_gpt2_large_1.2B.csv")
 PUBLISHED = {  # METHOD.md section 4
     "common_crawl": (2.66587, 1.24920, 0.80265),
     "github": (6.61618, 1.43600, 0.94582),

@@ -41,8 +41,12 @@ def example_data():
         domains=DOMAINS,
         mixtures=(
             WeightsAtBudget("DDO", 1e5, dict(zip(DOMAINS, (0.4, 0.3, 0.2, 0.1), strict=True))),
-            WeightsAtBudget("DDO", 4e5, dict(zip(DOMAINS, (0.5, 0.2, 0.2, 0.1), strict=True))),
-            WeightsAtBudget("predicted", 1.6e6, dict(zip(DOMAINS, (0.6, 0.1, 0.2, 0.1), strict=True)), measured=False),
+            WeightsAtBudget("DDO", 4e5, dict(zip(DOMAINS, (0.5, 0.2, 0.2, 0.1), strict=True)),
+                            intervals={d: (w - 0.05, w + 0.04) for d, w in zip(DOMAINS, (0.5, 0.2, 0.2, 0.1),
+                                                                                strict=True)}, held=(DOMAINS[3],)),
+            WeightsAtBudget("predicted", 1.6e6, dict(zip(DOMAINS, (0.6, 0.1, 0.2, 0.1), strict=True)), measured=False,
+                            intervals={d: (w - 0.08, w + 0.07) for d, w in zip(DOMAINS, (0.6, 0.1, 0.2, 0.1),
+                                                                                strict=True)}, held=(DOMAINS[3],)),
         ),
         fits={lab: {d: fit(lab, 1.0 + i, 0.5 + 0.3 * i) for i, d in enumerate(DOMAINS)} for lab in ("100k", "400k")},
         validation=(curve("predicted", 0.0), curve("uniform", 0.05), curve("natural", 0.02)),
@@ -105,7 +109,7 @@ def test_html_is_self_contained_and_every_image_decodes(tmp_path):
     page = files.html.read_text()
     assert sorted(p.name for p in files.images) == sorted(PLOTS)
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 3
+    assert len(sources) == 4
     for src in sources:
         assert src.startswith("data:image/png;base64,")  # nothing to fetch: the page is self-contained
         image = decode(base64.b64decode(src.split(",", 1)[1]))
@@ -113,6 +117,8 @@ def test_html_is_self_contained_and_every_image_decodes(tmp_path):
     # the tables: mixtures at each budget, the predicted mixture, the validated results
     assert "DDO @ 400k" in page and "predicted @ 1.6M (predicted)" in page
     assert "60.0%" in page  # predicted weight of web
+    assert '60.0% <span class="ci">(52.0-67.0)</span>' in page  # with its interval
+    assert page.count("<i>held</i>") == 3  # two in the mixtures table, one in the predicted table
     assert "test report &lt;&amp;&gt;" in page  # user text is escaped
     speedups = re.findall(r'class="good">\+(\d+\.\d)%', page)
     assert len(speedups) == 2

@@ -10,8 +10,8 @@ from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
-# ../shared beside the checkout (as in CI): the published example in the runs-table format
-REFERENCE = str(Path(__file__).resolve().parents[2] / "shared" / "reference" / "ddo_gpt2_large_1.2B.csv")
+# the published GPT-2 Large DDO runs, shipped with the repository (source: examples/README.md)
+REFERENCE = str(Path(__file__).resolve().parents[1] / "examples" / "ddo_gpt2_large_1.2B.csv")
 
 CSV = """run,tokens.web,tokens.code,eval.web,eval.code
 base,100,100,3.0,5.0

@@ -26,6 +26,7 @@ pytest_plugins = ["train_fixtures"]  # the session-wide fixture_store
         ({"model": {"kind": "encoder", "objective": "causal"}}, "does not fit model.kind"),
         ({"train": {"lr": -1}}, "train.lr"),
         ({"train": {"device": "tpu"}}, "train.device"),
+        ({"train": {"sampler": "random"}}, "train.sampler"),
         ({"train": {"batch_sise": 8}}, "unknown setting 'train.batch_sise'"),
         ({"eval": {"points": 0}}, "eval.points"),
         ([1, 2], "expected a mapping"),

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from autoscale.data.sampler import SAMPLER_VERSION
 from autoscale.errors import AutoscaleError
-from autoscale.train import read_metrics, train_run
+from autoscale.train import loop, read_metrics, train_run
 from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint
 from autoscale.train.evaluate import build_eval_set, evaluate
-from autoscale.train.loop import eval_steps, lr_at
+from autoscale.train.loop import eval_steps, lr_at, run_fingerprint
 from autoscale.train.models import build_model, count_params
 from train_fixtures import DOMAINS, tiny_config, uniform
 
@@ -50,8 +51,10 @@ def test_same_seed_same_numbers_other_seed_other_numbers(fixture_store, tmp_path
     a = train_run(fixture_store, mix, tiny_config(), tmp_path / "a")
     b = train_run(fixture_store, mix, tiny_config(), tmp_path / "b")
     c = train_run(fixture_store, mix, tiny_config(train={"seed": 1}), tmp_path / "c")
+    d = train_run(fixture_store, mix, tiny_config(train={"sampler": "shuffled"}), tmp_path / "d")
     assert a.curve == b.curve and a.final == b.final  # bit-identical on CPU
     assert a.final != c.final
+    assert a.final != d.final and a.curve[0] == d.curve[0]  # same model, other data order
 
 
 def test_grad_accumulation_equals_one_big_batch(fixture_store, tmp_path):
@@ -72,6 +75,19 @@ def test_finished_run_is_returned_not_retrained_and_other_runs_are_refused(fixtu
     assert again == first and calls == []
     with pytest.raises(AutoscaleError, match="different run"):
         train_run(fixture_store, mix, tiny_config(train={"lr": 1e-3}), tmp_path)
+    with pytest.raises(AutoscaleError, match="different run"):
+        train_run(fixture_store, mix, tiny_config(train={"sampler": "shuffled"}), tmp_path)
+
+
+def test_run_fingerprint_names_the_sampler_order_and_version(monkeypatch):
+    # A checkpoint or metrics.json is reused only by the same run: another sampler order, or a
+    # sampler that yields other sequences (a new SAMPLER_VERSION), is another run.
+    config, mix = tiny_config(), uniform(2_000)
+    key = run_fingerprint(config, mix, "store-hash", 8)
+    assert run_fingerprint(tiny_config(), mix, "store-hash", 8) == key
+    assert run_fingerprint(tiny_config(train={"sampler": "shuffled"}), mix, "store-hash", 8) != key
+    monkeypatch.setattr(loop, "SAMPLER_VERSION", SAMPLER_VERSION + 1)
+    assert run_fingerprint(config, mix, "store-hash", 8) != key
 
 
 def test_evaluation_on_chosen_domains(fixture_store, tmp_path):

@@ -181,7 +181,8 @@ def _print_fit(result) -> None:
     change = result.predicted_objective / result.base_objective - 1
     click.echo(f"predicted objective {result.predicted_objective:.4f} vs base {result.base_objective:.4f} "
                f"({change:+.2%})")
-    click.echo(noise_line(noise))
+    if known:  # unknown noise is one of the warnings below
+        click.echo(noise_line(noise))
     for line in result.warnings:
         click.echo(f"warning: {line}")
 
@@ -199,8 +200,6 @@ def effects_line(effects) -> str:
 
 
 def noise_line(noise) -> str:
-    if noise is None or not noise.known:
-        return "noise: unknown (one run per design point; `plan --replicates K` measures it)"
     kind = "paired within seeds" if noise.paired else "unpaired"
     return (f"noise: run-to-run SD {noise.noise:.2%} of the objective, {noise.replicates} replicates, effects "
             f"{kind} (* = stands out at 95%)")

@@ -70,11 +70,21 @@ def _print_result(result: Any) -> None:
     table.add_column("tokens", justify="right")
     for d in domains:
         table.add_column(d, justify="right")
+    ddo_rows = {float(r["budget"]): r for r in result.summary.get("ddo") or []}
     for budget, mixture in result.ddo.items():
         table.add_row(f"DDO {budget:.4g}", f"{mixture.budget:.4g}", *(f"{mixture.weights[d]:.3f}" for d in domains))
+        ci = (ddo_rows.get(float(budget)) or {}).get("intervals") or {}
+        if ci:
+            table.add_row("  95% interval", "", *(f"{ci[d][0]:.3f}-{ci[d][1]:.3f}" for d in domains))
     t = result.target
     table.add_row("predicted", f"{t.budget:.4g}", *(f"{t.weights[d]:.3f}" for d in domains), style="bold")
+    intervals = (result.summary.get("target") or {}).get("intervals") or {}
+    if intervals:
+        table.add_row("  95% interval", "", *(f"{intervals[d][0]:.3f}-{intervals[d][1]:.3f}" for d in domains))
     console.print(table)
+    held = (result.summary.get("target") or {}).get("held") or {}
+    if held:
+        console.print(f"held at their base share (effects not distinguishable from noise): {', '.join(held)}")
     validation = result.summary.get("validation") or {}
     if validation.get("speedup_mean"):
         console.print(f"speed-up of the predicted mixture (smoothing: {validation['smoothing']}):")
@@ -165,6 +175,22 @@ class _RichReporter:
             p.console.print(f"[dim]{event.text}[/dim]")
 
 
+def _advice_table(ddo: list[dict[str, Any]]) -> Table:
+    """Per DDO budget and domain: weight (interval), held, replicates needed for 3 SE and their tokens."""
+    table = Table(title="DDO noise and design advice (replicates for the largest effect to stand 3 SE from zero)")
+    for col in ("budget", "domain", "weight", "held", "replicates needed", "tokens"):
+        table.add_column(col, justify="left" if col in ("domain", "held") else "right")
+    for d in ddo:
+        per = (d["cost"] or {}).get("per_domain") or {}
+        for domain, w in d["weights"].items():
+            interval = d["intervals"].get(domain)
+            weight = f"{w:.3f}" + ("" if not interval else f" ({interval[0]:.3f}-{interval[1]:.3f})")
+            need = d["needed"].get(domain)
+            table.add_row(f"{d['budget']:.4g}", domain, weight, "held" if domain in d["held"] else "",
+                          "-" if need is None else str(need), "-" if per.get(domain) is None else f"{per[domain]:.4g}")
+    return table
+
+
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
@@ -181,12 +207,21 @@ def status(directory: str, as_json: bool) -> None:
     console.print(f"[bold]{info['directory']}[/bold]: "
                   + (f"`autoscale run` active (pid {holder})" if holder else "no `autoscale run` active"))
     stages = Table(title="stages")
-    for col in ("stage", "status", "runs", "detail"):
+    for col in ("stage", "status", "runs", "seeds", "detail"):
         stages.add_column(col)
     for s in info["stages"]:
         counts = ", ".join(f"{n} {k}" for k, n in s["runs"].items())
-        stages.add_row(s["name"], s["status"], counts, s["detail"] or "")
+        stages.add_row(s["name"], s["status"], counts, str(s["seeds"]), s["detail"] or "")
     console.print(stages)
+    if info["ddo"]:
+        console.print(_advice_table(info["ddo"]))
+        for d in info["ddo"]:
+            gain, se = d["predicted_gain"], d["predicted_gain_se"]
+            if gain is not None:
+                unc = "unknown" if se is None else f"{se:.2%}"
+                console.print(f"DDO {d['budget']:.4g}: predicted gain over the base mixture {gain:.2%} "
+                              f"(uncertainty {unc}); {d['replicates']} replicate(s), noise "
+                              + ("unknown" if d["noise"] is None else f"{d['noise']:.2%}"))
     runs = Table(title="runs")
     for col in ("run", "status", "tries", "tokens", "tok/s", "wall", "error"):
         runs.add_column(col, overflow="fold", no_wrap=col in ("status", "tries", "tokens", "tok/s", "wall"))

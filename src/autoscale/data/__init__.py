@@ -5,7 +5,8 @@
   (web, news, code, books, encyclopedia, technical, qa; see `autoscale.data.demo`).
 - `tokenizer`: byte-level BPE training / loading; `<|endoftext|>` separates documents.
 - `store`: `prepare_store` (corpora -> token store) and `TokenStore` (verified, memory-mapped).
-- `sampler`: `MixtureSampler` (exact per-domain quotas) and `validation_batches` (fixed split).
+- `sampler`: `MixtureSampler` (exact per-domain quotas; a coupled or shuffled order) and
+  `validation_batches` (fixed split).
 
 Default data directory: ``$AUTOSCALE_DATA`` or ``~/.cache/autoscale``.
 """

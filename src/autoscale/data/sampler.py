@@ -5,14 +5,39 @@ A *sequence* holds ``seq_len + 1`` consecutive token ids of one domain (causal L
 of ``seq_len``; there are ``(unique_train_tokens - 1) // seq_len`` of them. The sampler:
 
 - gives domain d exactly ``counts[d] = round(tokens[d] / seq_len)`` sequences (Python's round);
-- interleaves all sequences in a seeded random order (each batch mixes domains);
-- within a domain, serves every window once, in a seeded permutation, before any repeats
-  (epoch e uses its own permutation), so repetition is as even as it can be;
+- maps the domain's occurrence k (its k-th sequence, k = 0..count-1) to a window through seeded
+  per-epoch permutations: occurrence k is window ``perm_e[k mod windows]`` of epoch
+  ``e = k // windows``, whatever the count, so every window is used once before any repeats and
+  repetition is as even as it can be;
+- interleaves all sequences in a seeded order (each batch mixes domains), one of:
+
+  - ``"coupled"`` (default; common random numbers across runs): occurrence k of domain d gets the
+    key ``u_k = frac(s_d + k / golden ratio)`` in [0, 1), with a start ``s_d`` drawn from a stream
+    seeded by (seed, domain name); the run is all sequences sorted by key. The first c keys are the
+    same whatever the domain's count, and, being a low-discrepancy sequence, spread evenly over
+    [0, 1): a fraction u of the run holds u * c of them to within 1 + ln(c) (independent uniform
+    keys would be off by ~sqrt(c)). So a domain whose amount is unchanged between two runs of one
+    seed (a DDO perturbation of another domain) trains the same windows in the same order, each at
+    the same relative position of the run (``u_k``, to within a few sequences) and so at the same
+    point of the learning-rate schedule; the changed domain's first sequences keep their places
+    too, and every stretch of the run holds each domain in proportion to its count. The paired
+    difference of the two runs carries that much less data-order noise. A domain asked for more
+    sequences than it has windows is served in key order instead (its j-th sequence in the run is
+    occurrence j), so its epochs still come one after the other;
+  - ``"shuffled"``: a seeded shuffle of the domain labels; the j-th sequence of a domain in the run
+    is its occurrence j. The shuffle depends on every domain's count, so changing one domain moves
+    every other domain's sequences. Kept bit-for-bit from sampler version 1 for comparison;
+
 - reports ``epochs[d] = tokens_trained[d] / unique_train_tokens[d]`` and, when ``max_epochs`` is
   given, warns (a `RepetitionWarning`, also listed in ``.warnings``) for each domain asked for more
   sequences than ``round(max_epochs * unique_train_tokens / seq_len)``;
-- is a pure function of (store data, tokens, seq_len, seed): ``batches(b, start=k)`` yields the
-  same sequences as an uninterrupted run from position k on (checkpoint resume).
+- is a pure function of (store data, tokens, seq_len, seed, order): ``batches(b, start=k)`` yields
+  the same sequences as an uninterrupted run from position k on (checkpoint resume).
+
+`SAMPLER_VERSION` identifies what the sampler yields and goes into run keys (the trainer's run
+fingerprint), so a checkpoint or metrics.json of an older sampler is never taken for a new run:
+any change to the sequences or their order for some (store, tokens, seq_len, seed, order) must
+bump it.
 
 `validation_batches` reads only the store's fixed validation split, so it is the same for every
 mixture.
@@ -24,11 +49,23 @@ import math
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
+from typing import Literal
 
 import numpy as np
 
 from autoscale.data.store import TokenStore
 from autoscale.errors import AutoscaleError
+
+#: Bump whenever what the sampler yields changes (see the module docstring). 2: the "coupled" order.
+SAMPLER_VERSION = 2
+
+Order = Literal["coupled", "shuffled"]
+ORDERS: tuple[str, ...] = ("coupled", "shuffled")
+
+_KEY_TAG = 0xC0091ED  # separates the coupled keys' streams from the window permutations' streams
+# 2^64 / golden ratio (odd): k * _GOLDEN mod 2^64 is frac(k / golden ratio) in 64-bit fixed point,
+# exact and the same on every machine, and distinct for distinct k.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 class RepetitionWarning(UserWarning):
@@ -51,6 +88,9 @@ class MixtureSampler:
         seq_len: tokens a model predicts per sequence (each sequence holds seq_len + 1 ids).
         seed: fixes the interleaving and the per-epoch window orders.
         max_epochs: warn when a domain would be repeated more than this (None: never warn).
+        order: how domains are interleaved: ``"coupled"`` (sort by per-sequence keys that do not
+            depend on the other domains' counts) or ``"shuffled"`` (version 1's label shuffle);
+            see the module docstring.
     """
 
     def __init__(
@@ -60,7 +100,11 @@ class MixtureSampler:
         seq_len: int,
         seed: int,
         max_epochs: float | None = None,
+        order: Order = "coupled",
     ) -> None:
+        if order not in ORDERS:
+            raise AutoscaleError(f"sampler order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
+        self.order = order
         tokens = getattr(tokens, "tokens", tokens)  # a Mixture carries its tokens mapping
         if not isinstance(tokens, Mapping) or not tokens:
             raise AutoscaleError("the mixture must map at least one domain to a number of tokens")
@@ -106,15 +150,37 @@ class MixtureSampler:
         total = sum(self.counts.values())
         if total == 0:
             raise AutoscaleError(f"the mixture gives no sequence of {self.seq_len} tokens to any domain")
-        # Domain label of every sequence position, shuffled once: the interleaving.
+        # Per sequence position: its domain (label) and that domain's occurrence index. Compact
+        # dtypes: a billion-token run at seq_len 128 is ~8M positions, ~40 MB here.
+        counts = [self.counts[d] for d in self.domains]
         label_dtype = np.uint8 if len(self.domains) < 256 else np.int32
-        labels = np.repeat(
-            np.arange(len(self.domains), dtype=label_dtype), [self.counts[d] for d in self.domains]
-        )
-        np.random.default_rng(np.random.SeedSequence([self.seed, 0x5EED])).shuffle(labels)
+        occ_dtype = np.uint32 if max(counts) < 2**32 else np.int64
+        labels = np.repeat(np.arange(len(self.domains), dtype=label_dtype), counts)
+        if order == "shuffled":
+            np.random.default_rng(np.random.SeedSequence([self.seed, 0x5EED])).shuffle(labels)
+            occurrence = _appearance(labels, counts, occ_dtype)
+        else:
+            keys = np.concatenate([  # uint64 arithmetic wraps: the keys are mod 2^64, i.e. mod 1
+                np.arange(c, dtype=np.uint64) * _GOLDEN + self._key_start(d)
+                for d, c in zip(self.domains, counts, strict=True)
+            ])
+            by_key = np.argsort(keys, kind="stable")
+            del keys
+            labels = labels[by_key]
+            occurrence = np.concatenate([np.arange(c, dtype=occ_dtype) for c in counts])[by_key]
+            del by_key
+            repeated = [k for k, d in enumerate(self.domains) if self.counts[d] > self._windows[d]]
+            if repeated:  # served in key order, so that epoch e ends before epoch e + 1 begins
+                mask = np.isin(labels, repeated)
+                occurrence[mask] = _appearance(labels, counts, occ_dtype)[mask]
         self._labels = labels
+        self._occurrence = occurrence
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self._arange = np.arange(self.seq_len + 1, dtype=np.int64)
+
+    def _key_start(self, domain: str) -> np.uint64:
+        ss = np.random.SeedSequence([self.seed, zlib.crc32(domain.encode()), _KEY_TAG])
+        return np.random.default_rng(ss).integers(2**64, dtype=np.uint64)
 
     def __len__(self) -> int:
         return int(self._labels.shape[0])
@@ -130,7 +196,7 @@ class MixtureSampler:
         return self._perms[key]
 
     def _window_ids(self, k: int, occurrence: np.ndarray) -> np.ndarray:
-        """Window index for the domain's `occurrence`-th sequences (0-based, increasing)."""
+        """Window index of each of the domain's `occurrence`s (0-based occurrence indices)."""
         w = self._windows[self.domains[k]]
         epoch, within = np.divmod(occurrence, w)
         out = np.empty_like(occurrence)
@@ -148,23 +214,27 @@ class MixtureSampler:
         batch_size = _positive_int("batch_size", batch_size)
         if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= len(self):
             raise AutoscaleError(f"start must be a sequence position in [0, {len(self)}], got {start!r}")
-        m = len(self.domains)
-        seen = np.bincount(self._labels[:start], minlength=m).astype(np.int64)
         arrays = [self.store.train_tokens(d) for d in self.domains]
         for b0 in range(int(start), len(self), batch_size):
             labels = self._labels[b0 : b0 + batch_size]
+            occurrence = self._occurrence[b0 : b0 + batch_size].astype(np.int64)
             out = np.empty((labels.shape[0], self.seq_len + 1), dtype=np.int64)
             for k in np.unique(labels):
                 rows = np.flatnonzero(labels == k)
-                occurrence = seen[k] + np.arange(rows.shape[0], dtype=np.int64)
-                seen[k] += rows.shape[0]
-                starts = self._window_ids(int(k), occurrence) * self.seq_len
+                starts = self._window_ids(int(k), occurrence[rows]) * self.seq_len
                 out[rows] = arrays[k][starts[:, None] + self._arange]
             yield out
 
     def domain_order(self, start: int = 0, stop: int | None = None) -> list[str]:
         """The domain of each sequence position in [start, stop) (for logging and tests)."""
         return [self.domains[k] for k in self._labels[start:stop]]
+
+
+def _appearance(labels: np.ndarray, counts: list[int], dtype: type) -> np.ndarray:
+    """For each position, how many earlier positions have the same label (0, 1, 2, ... per label)."""
+    out = np.empty(labels.shape[0], dtype=dtype)
+    out[np.argsort(labels, kind="stable")] = np.concatenate([np.arange(c, dtype=dtype) for c in counts])
+    return out
 
 
 def validation_batches(

@@ -363,9 +363,10 @@ def experiment_status(directory: Path) -> dict[str, Any]:
     def shown(status: str) -> str:
         return "interrupted" if status == "running" and holder is None else status
 
-    rows, per_stage = [], {}
+    rows, per_stage, seeds = [], {}, {}
     for r in records:
         for stage, label in r.uses:
+            seeds.setdefault(stage, set()).add(r.spec.seed)
             rows.append({
                 "stage": stage, "label": label, "key": r.key, "status": shown(r.status), "attempts": r.attempts,
                 "tokens": r.spec.budget, "tokens_per_s": r.tokens_per_s, "wall_time_s": r.wall_time_s,
@@ -385,9 +386,30 @@ def experiment_status(directory: Path) -> dict[str, Any]:
         "stages": [
             {"name": s.name, "status": s.status if holder or s.status != "running" else "interrupted",
              "detail": s.detail, "started_at": s.started_at, "finished_at": s.finished_at,
-             "runs": per_stage.get(s.name, {})}
+             "runs": per_stage.get(s.name, {}), "seeds": len(seeds.get(s.name, ()))}
             for s in stages
         ],
         "runs": rows,
         "totals": dict(sorted(totals.items())),
+        "ddo": _ddo_summaries(directory),
     }
+
+
+def _ddo_summaries(directory: Path) -> list[dict[str, Any]]:
+    """Noise, held domains and design advice of each finished DDO budget (from ddo_<budget>.json)."""
+    out = []
+    for path in sorted(directory.glob("ddo_*.json"), key=lambda p: p.stem):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            budget = float(record["budget"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or not ours: status shows what it can
+        noise = record.get("noise") if isinstance(record.get("noise"), dict) else {}
+        out.append({
+            "budget": budget, "file": path.name, "replicates": noise.get("replicates", 1),
+            "noise": noise.get("noise"), "held": record.get("held") or {}, "needed": noise.get("needed") or {},
+            "cost": noise.get("cost") or {}, "predicted_gain": record.get("predicted_gain"),
+            "predicted_gain_se": record.get("predicted_gain_se"), "intervals": record.get("intervals") or {},
+            "weights": (record.get("mixture") or {}).get("weights") or {},
+        })
+    return sorted(out, key=lambda d: d["budget"])

@@ -15,13 +15,16 @@ from pathlib import Path
 
 from autoscale.atomic import write_bytes_atomic
 from autoscale.errors import AutoscaleError
-from autoscale.report.plots import plot_fits, plot_validation, plot_weights_vs_budget
+from autoscale.report.plots import plot_fits, plot_validation, plot_weight_intervals, plot_weights_vs_budget
 from autoscale.report.results import ReportData, format_tokens
 
 #: file name -> caption, in page order
 PLOTS = {
     "weights_vs_budget.png": "Optimal weights per domain at each budget. Solid bars were measured by DDO "
     "(trained proxies); hatched bars are extrapolated by the AutoScale law.",
+    "weight_intervals.png": "Each domain's weight with its 95% bootstrap interval (whole seeds resampled, "
+    "the same seeds at every budget; the target's interval extrapolates each paired draw). Ringed: held at "
+    "its base share because its effects did not stand out from the noise.",
     "fits.png": "Each domain's measured response to its own amount (x = tokens relative to the base run, "
     "y = objective relative to the base run) and the fitted power law.",
     "validation.png": "Validation objective of every mixture trained at the target budget. A star marks "
@@ -74,10 +77,21 @@ def _table(header: list[str], rows: list[list[str]], row_classes: list[str] | No
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _weight_cell(p, d: str) -> str:
+    """A weight, with its 95% interval when there is one, and 'held' when DDO held it."""
+    text = _pct(p.weights.get(d))
+    if d in p.intervals:
+        lo, hi = p.intervals[d]
+        text += f' <span class="ci">({100 * lo:.1f}-{100 * hi:.1f})</span>'
+    if d in p.held:
+        text += " <i>held</i>"
+    return text
+
+
 def _mixtures_table(data: ReportData) -> str:
     pts = sorted(data.mixtures, key=lambda p: (p.budget, not p.measured))
     header = ["domain"] + [f"{p.label} @ {format_tokens(p.budget)}" + ("" if p.measured else " (predicted)") for p in pts]
-    rows = [[_e(d)] + [_pct(p.weights.get(d)) for p in pts] for d in data.domains]
+    rows = [[_e(d)] + [_weight_cell(p, d) for p in pts] for d in data.domains]
     rows.append(["<i>budget (tokens)</i>"] + [_e(format_tokens(p.budget)) for p in pts])
     return _table(header, rows)
 
@@ -87,10 +101,39 @@ def _predicted_table(data: ReportData) -> str:
     if not target:
         return "<p>No predicted mixture.</p>"
     p = max(target, key=lambda q: q.budget)
-    rows = [[_e(d), _pct(p.weights.get(d)), _e(format_tokens(p.weights.get(d, 0.0) * p.budget))] for d in data.domains]
-    return f"<p>{_e(p.label)} for a budget of {_e(format_tokens(p.budget))} tokens:</p>" + _table(
+    rows = [[_e(d), _weight_cell(p, d), _e(format_tokens(p.weights.get(d, 0.0) * p.budget))] for d in data.domains]
+    note = " Weights show their 95% bootstrap interval in brackets." if p.intervals else ""
+    return f"<p>{_e(p.label)} for a budget of {_e(format_tokens(p.budget))} tokens.{note}</p>" + _table(
         ["domain", "weight", "tokens"], rows
     )
+
+
+def _noise_table(data: ReportData) -> str:
+    """Per DDO budget and domain: paired effects with intervals, held or not, replicates needed."""
+    rows = []
+    for label, rec in data.noise.items():
+        noise = rec.get("noise")
+        cost = (rec.get("cost") or {}).get("per_domain") or {}
+        for d in data.domains:
+            effects = []
+            for e in (rec.get("effects") or {}).get(d, []):
+                text = f"x{e['ratio']:.3g}: {100 * e['mean']:+.1f}%"
+                if e.get("interval"):
+                    text += f" ({100 * e['interval'][0]:+.1f} to {100 * e['interval'][1]:+.1f})"
+                effects.append(text + (" *" if e.get("significant") else ""))
+            need = (rec.get("needed") or {}).get(d)
+            held = (rec.get("held") or {}).get(d, "")
+            rows.append([_e(d), _e(label), _e("unknown" if noise is None else f"{100 * noise:.2f}%"),
+                         _e(str(rec.get("replicates"))), _e("; ".join(effects)), _e(held or "-"),
+                         _e("-" if need is None else f"{need} ({format_tokens(cost.get(d) or 0)} tokens)")])
+    if not rows:
+        return ""
+    return ("<p>Effects are the change of the objective when one domain's amount is scaled (paired within a seed "
+            "when the runs table has seeds), with 95% t intervals; * marks an effect that stands out from the "
+            "noise. A held domain keeps its base share at every budget. 'Replicates for 3 SE': seeds per design "
+            "point for the domain's largest effect to stand 3 standard errors from zero, and what they cost.</p>"
+            + _table(["domain", "DDO budget", "run-to-run noise", "replicates", "effects (95% CI)", "held",
+                      "replicates for 3 SE (cost)"], rows))
 
 
 def _validation_table(data: ReportData) -> str:
@@ -166,6 +209,9 @@ def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
                 f'<figure><img src="{data_uri(images[name])}" alt="{_e(name)}">'
                 f"<figcaption>{_e(caption)}</figcaption></figure>"
             )
+    noise = _noise_table(data)
+    if noise:
+        parts += ["<h2>Noise and signal in the DDO runs</h2>", noise]
     fits = _fits_table(data)
     if fits:
         parts += ["<h2>Fitted power laws</h2>", fits]
@@ -178,6 +224,8 @@ def draw_plots(data: ReportData) -> dict[str, bytes]:
     images: dict[str, bytes] = {}
     if data.mixtures:
         images["weights_vs_budget.png"] = plot_weights_vs_budget(data.mixtures, data.domains)
+    if any(p.intervals for p in data.mixtures):
+        images["weight_intervals.png"] = plot_weight_intervals(data.mixtures, data.domains)
     if data.fits:
         images["fits.png"] = plot_fits(data.fits, data.domains)
     if data.validation:

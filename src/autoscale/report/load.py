@@ -102,14 +102,18 @@ def load_experiment(directory: str | Path) -> ReportData:
     domains = tuple(experiment.get("domains") or summary.get("domains") or ())
     mixtures: list[WeightsAtBudget] = []
     fits: dict[str, dict[str, CurveFit]] = {}
+    noise: dict[str, Any] = {}
     notes: list[str] = []
     for budget, path in ddo_files:
         record = _read_json(path)
         weights = (record.get("mixture") or {}).get("weights") or {}
         if not domains:
             domains = tuple(weights)
-        mixtures.append(WeightsAtBudget("DDO", float(budget), weights))
         label = format_tokens(budget)
+        mixtures.append(WeightsAtBudget("DDO", float(budget), weights, intervals=_intervals(record, path),
+                                        held=tuple(record.get("held") or ())))
+        if isinstance(record.get("noise"), dict):
+            noise[label] = record["noise"]
         fits[label] = _fits(record, label, _base_tokens(out, str(budget), domains))
         notes += [f"DDO at {label}: {w}" for w in record.get("warnings", [])]
         for d, bound in (record.get("bounded") or {}).items():
@@ -117,7 +121,9 @@ def load_experiment(directory: str | Path) -> ReportData:
     target = _read_json(out / "target.json")
     if target is not None:
         mix = target["mixture"]
-        mixtures.append(WeightsAtBudget("predicted", float(mix["budget"]), mix["weights"], measured=False))
+        mixtures.append(WeightsAtBudget("predicted", float(mix["budget"]), mix["weights"], measured=False,
+                                        intervals=_intervals(target, out / "target.json"),
+                                        held=tuple(target.get("held") or ())))
         notes += [f"extrapolation: {w}" for w in target.get("warnings", [])]
     validation = _read_json(out / "validation.json") or {}
     curves, more = _curves(validation)
@@ -135,7 +141,17 @@ def load_experiment(directory: str | Path) -> ReportData:
         notes=tuple(notes),
         facts=facts,
         smoothing=float(validation.get("smoothing_weight") or 0.0),
+        noise=noise,
     )
+
+
+def _intervals(record: Mapping[str, Any], path: Path) -> dict[str, tuple[float, float]]:
+    """domain -> (low, high) from a record's ``intervals`` (empty when it has none)."""
+    raw = record.get("intervals") or {}
+    try:
+        return {str(d): (float(v[0]), float(v[1])) for d, v in raw.items()}
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        raise AutoscaleError(f"{str(path)!r}: 'intervals' must map domains to [low, high]") from None
 
 
 def _facts(config: Mapping[str, Any], experiment: Mapping[str, Any], summary: Mapping[str, Any],

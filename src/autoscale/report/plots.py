@@ -102,6 +102,50 @@ def plot_weights_vs_budget(points: Sequence[WeightsAtBudget], domains: Sequence[
 
 
 @_styled
+def plot_weight_intervals(points: Sequence[WeightsAtBudget], domains: Sequence[str] | None = None) -> bytes:
+    """Each domain's weight at each budget with its 95% bootstrap interval (error bars).
+
+    One group of markers per domain, one marker per budget (DDO circles, predicted diamonds); held
+    domains are drawn hollow. Only mixtures with intervals are drawn. Returns PNG bytes.
+    """
+    pts = sorted((p for p in points if p.intervals), key=lambda p: (p.budget, not p.measured))
+    if not pts:
+        raise AutoscaleError("interval plot: no mixture has intervals")
+    doms = list(domains) if domains else list(dict.fromkeys(d for p in pts for d in p.weights))
+    fig = _new_figure(max(6.0, 1.1 * len(doms) + 3.5), 4.2)
+    ax = fig.add_subplot()
+    width = 0.8 / len(pts)
+    shades = plt_colors(len(pts))
+    for k, p in enumerate(pts):
+        xs = np.arange(len(doms)) - 0.4 + width * (k + 0.5)
+        w = np.array([float(p.weights.get(d, np.nan)) for d in doms])
+        lo = np.array([p.intervals.get(d, (np.nan, np.nan))[0] for d in doms])
+        hi = np.array([p.intervals.get(d, (np.nan, np.nan))[1] for d in doms])
+        err = np.vstack([np.clip(w - lo, 0, None), np.clip(hi - w, 0, None)])
+        label = f"{p.label} {format_tokens(p.budget)}" + ("" if p.measured else " (predicted)")
+        ax.errorbar(xs, w, yerr=err, fmt="o" if p.measured else "D", color=shades[k], capsize=3, label=label,
+                    markersize=5)
+        for x, d, v in zip(xs, doms, w, strict=True):
+            if d in p.held:
+                ax.plot([x], [v], marker="o", markersize=9, markerfacecolor="none", color="black", linewidth=0)
+    ax.set_xticks(np.arange(len(doms)), doms)
+    ax.set_ylim(0, None)
+    ax.set_ylabel("weight (share of the budget)")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
+    ax.set_title("Weights with 95% bootstrap intervals (whole seeds resampled; ringed: held at base share)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def plt_colors(n: int) -> list[tuple[float, ...]]:
+    """``n`` shades from light to dark: small budgets light, the prediction darkest."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.15 + 0.7 * k / max(1, n - 1)) for k in range(n)]
+
+
+@_styled
 def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str] | None = None) -> bytes:
     """Small multiples: per domain, the fitted y = (x + a)^(-b) + c of each DDO budget with its points.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +29,16 @@ class WeightsAtBudget:
         budget: total training tokens.
         weights: domain -> weight (sum 1).
         measured: True for a DDO optimum found by training (measured), False for an extrapolation.
+        intervals: domain -> (low, high) 95% bootstrap interval on its weight (empty: none).
+        held: domains held at their base share (their effects did not stand out from the noise).
     """
 
     label: str
     budget: float
     weights: Mapping[str, float]
     measured: bool = True
+    intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    held: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class ReportData:
         notes: free lines shown under the title (warnings from fits and extrapolation, settings).
         facts: key -> value pairs shown in a small table (proxy model, corpus, wall time...).
         smoothing: EMA weight applied to validation curves before speed-ups (0: as measured).
+        noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
     """
 
     title: str
@@ -116,6 +122,7 @@ class ReportData:
     notes: tuple[str, ...] = ()
     facts: Mapping[str, str] = field(default_factory=dict)
     smoothing: float = 0.0
+    noise: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def speedups(self) -> tuple[SpeedUp, ...]:
         """Speed-up of the predicted mixture against every other validated mixture (tokens)."""

@@ -72,7 +72,11 @@ class ModelConfig(_Strict):
 
 class TrainConfig(_Strict):
     """Optimizer, schedule and run mechanics. Learning rates are absolute; ``warmup`` is a fraction
-    of the run's optimizer steps; ``min_lr_ratio`` is the final LR as a fraction of ``lr``."""
+    of the run's optimizer steps; ``min_lr_ratio`` is the final LR as a fraction of ``lr``.
+    ``sampler`` picks the order in which the mixture's sequences are trained: ``coupled`` (default)
+    gives each domain's k-th sequence a position in the run that does not depend on the other
+    domains' amounts, so runs of one seed that differ in one domain share the rest of their data
+    order (common random numbers); ``shuffled`` is the older label shuffle, kept for comparison."""
 
     batch_size: int = Field(8, ge=1, description="sequences per micro-batch per process")
     grad_accum: int = Field(1, ge=1)
@@ -92,6 +96,12 @@ class TrainConfig(_Strict):
     checkpoint_every: int | None = Field(None, ge=1, description="steps; null: at each evaluation point")
     keep_checkpoint: bool = Field(False, description="keep checkpoint.pt after the run completes")
     max_epochs: float | None = Field(None, gt=0, description="warn when a domain repeats more than this")
+    sampler: Literal["coupled", "shuffled"] = Field(
+        "coupled",
+        description="how domains are interleaved (autoscale.data.sampler): coupled keeps an unchanged "
+        "domain's sequences at the same relative positions across runs of one seed whose other domains "
+        "differ (less noise in paired DDO differences); shuffled is sampler version 1's label shuffle",
+    )
 
 
 class EvalConfig(_Strict):

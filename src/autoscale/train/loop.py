@@ -1,10 +1,11 @@
 """train_run: train one proxy model on a mixture and write its metrics.json.
 
 What one run does, in order:
-1. Open the store, build the exact-quota ``MixtureSampler`` for ``tokens`` and size the run:
-   one optimizer step trains ``G = batch_size * grad_accum * world_size`` sequences of ``seq_len``
-   tokens, and the run takes ``ceil(sequences / G)`` steps, so every requested sequence is trained
-   (the last step may be smaller) and ``tokens_per_domain`` is exact.
+1. Open the store, build the exact-quota ``MixtureSampler`` for ``tokens`` (in the order that
+   ``train.sampler`` names) and size the run: one optimizer step trains
+   ``G = batch_size * grad_accum * world_size`` sequences of ``seq_len`` tokens, and the run takes
+   ``ceil(sequences / G)`` steps, so every requested sequence is trained (the last step may be
+   smaller) and ``tokens_per_domain`` is exact.
 2. Seed everything, build the model, AdamW (weight decay on matrices only, not on norms, biases),
    and an LR schedule (linear warmup, then cosine or linear decay) sized to this run's steps.
 3. Train, evaluating every domain's validation loss at ``eval.points`` evenly spaced steps plus the
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from autoscale.data.sampler import MixtureSampler, validation_batches
+from autoscale.data.sampler import SAMPLER_VERSION, MixtureSampler, validation_batches
 from autoscale.data.store import TokenStore
 from autoscale.errors import AutoscaleError
 from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -132,6 +133,7 @@ def run_fingerprint(config: ProxyConfig, tokens: Mapping[str, float], store_hash
         "tokens": {d: float(tokens[d]) for d in sorted(tokens)},
         "store": store_hash,
         "global_batch": global_batch,
+        "sampler_version": SAMPLER_VERSION,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -193,7 +195,7 @@ def _train(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sampler = MixtureSampler(store, tokens, seq_len, tcfg.seed, max_epochs=tcfg.max_epochs)
+        sampler = MixtureSampler(store, tokens, seq_len, tcfg.seed, max_epochs=tcfg.max_epochs, order=tcfg.sampler)
     notes = [str(w.message) for w in caught]
     n_seq = len(sampler)
     micro = tcfg.batch_size
