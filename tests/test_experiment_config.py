@@ -57,6 +57,23 @@ CASES = {
     "ray setting on a command executor": (changed("executor", {"kind": "command", "command": ["./t"], "num_gpus": 1}),
                               "executor.num_gpus is only used with kind 'ray'"),
     "negative weight": (changed("target.mixtures", {"llama": {"web": -1}}), "weight of 'web' must be a finite number"),
+    # one rule for domain names (autoscale.domains), also without a store
+    "comma in a domain": (changed("data.domains", ["a,b", "code"]),
+                          "data.domains: domain name 'a,b' contains ','"),
+    "'=' in a weights key": (changed("objective.weights", {"web=2": 1.0}),
+                             "objective.weights: domain name 'web=2' contains '='"),
+    "space around a mixture's domain": (changed("target.mixtures", {"llama": {" web": 1.0}}),
+                                        "mixtures.llama: domain name ' web' has surrounding whitespace"),
+    "control character in the base": (changed("ddo.base", {"w\teb": 1.0, "code": 1.0}),
+                                      "domain name 'w\\teb' contains the control character"),
+    "long name in max_epochs": (changed("ddo.max_epochs", {"w" * 101: 2.0}), "is 101 characters long, more than 100"),
+    # token counts take the command line's suffixes, and its checks
+    "budget that is not a count": (changed("ddo.budgets", ["10k", "lots"]),
+                                   "ddo.budgets.1: expected a number of tokens like 2e5 or 200k, got 'lots'"),
+    "negative target with a suffix": (changed("target.budget", "-80k"),
+                                      "target.budget: must be a positive number of tokens, got '-80k'"),
+    "fractional evaluation tokens": (changed("proxy", {"eval": {"max_tokens": "1.5"}}),
+                                     "proxy.eval.max_tokens: must be a whole number of tokens, got '1.5'"),
 }
 
 
@@ -112,3 +129,17 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
     assert loaded.data.store == tmp_path / "sub" / "data" / "store"
     assert loaded.output == tmp_path / "sub" / "exp" and loaded.name == "exp"
     assert loaded.executor.cwd == tmp_path / "sub"
+
+
+def test_token_counts_take_the_command_lines_suffixes(tmp_path):
+    config = changed("ddo.budgets", ["10k", "20K"])
+    config["target"]["budget"] = "0.08M"
+    config["proxy"] = {"eval": {"max_tokens": "4k"}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path)
+    assert loaded.ddo.budgets == [1e4, 2e4] and loaded.target.budget == 8e4
+    assert loaded.proxy.eval.max_tokens == 4000 and isinstance(loaded.proxy.eval.max_tokens, int)
+    plain = changed("proxy", {"eval": {"max_tokens": 4000}})  # the same experiment written in digits
+    path.write_text(yaml.safe_dump(plain))
+    assert load_config(path).proxy.fingerprint_dict() == loaded.proxy.fingerprint_dict()

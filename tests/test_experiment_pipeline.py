@@ -102,12 +102,12 @@ def test_end_to_end_gives_ddo_mixtures_a_target_mixture_and_speedups(reference):
     assert sum(target["mixture"]["weights"].values()) == pytest.approx(1.0)
 
     validation = read_json(reference / "validation.json")
-    assert validation["smoothing"].startswith("debiased exponential moving average")
+    assert validation["smoothing"].startswith("local quadratic fit of log objective on log tokens")
     baselines = {s["baseline"]: s for s in validation["speedups"]}
     assert set(baselines) == {"uniform", "natural", "ddo", "code_heavy"}
     for s in baselines.values():
-        assert s["baseline_steps"] > 0
-        assert (s["speedup"] is None) == (s["steps_to_reach"] is None)
+        assert s["baseline_tokens"] == pytest.approx(TARGET, rel=0.05)  # training tokens, not steps
+        assert (s["speedup"] is None) == (s["tokens_to_reach"] is None)
     # 90% code starves the other two validation domains: the predicted mixture gets there sooner
     assert 0 < baselines["code_heavy"]["speedup"] < 1
     predicted_curve = validation["runs"]["predicted"][0]["curve"]

@@ -177,9 +177,13 @@ def test_bad_mixture_sets_are_user_errors():
         extrapolate([Mixture({"a": 0.0, "b": 1.0}), Mixture({"a": 1.0, "b": 2.0})], steps=1)
 
 
-def test_a_target_the_law_cannot_reach_is_a_user_error():
-    # one domain shrinks as the budget grows: the total has a minimum (about 10.97 tokens)
+def test_a_target_below_the_inputs_is_a_user_error_naming_their_budgets():
+    # one domain shrinks as the budget grows: the total has a minimum (about 10.97 tokens), below 11
     a, b = Mixture({"x": 1.0, "y": 10.0}), Mixture({"x": 4.0, "y": 9.0})
-    assert extrapolate([a, b], target=11.5).mixture.budget == pytest.approx(11.5)
-    with pytest.raises(AutoscaleError, match="below the smallest budget the law reaches"):
-        extrapolate([a, b], target=5.0)
+    assert extrapolate([a, b], target=11.5).mixture.budget == pytest.approx(11.5)  # between: interpolation
+    assert extrapolate([a, b], target=11.0).mixture.budget == pytest.approx(11.0)  # at the smallest
+    for target in (10.99, 5.0):  # reachable by the law or not: below the inputs is not what it is for
+        with pytest.raises(AutoscaleError, match=r"below the smallest input budget \(inputs: 11, 13 tokens\)"):
+            extrapolate([a, b], target=target)
+    with pytest.raises(AutoscaleError, match="below the smallest input budget"):
+        extrapolate([a, b], target=5.0, hold={"x": 0.1})  # the held-domain path checks the whole budgets

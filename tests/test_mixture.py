@@ -1,6 +1,7 @@
 """The Mixture value: tokens per domain, weights and budget derived, JSON form."""
 
 import json
+import re
 
 import pytest
 
@@ -59,3 +60,51 @@ def test_mixture_is_immutable():
     mix = Mixture({"a": 1.0})
     with pytest.raises(TypeError):
         mix.tokens["a"] = 2.0  # type: ignore[index]
+
+
+# -- one rule for domain names, a finite total ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["web", "wiki-日本語", "données", "c4 en", "$x$", "a/b", "x" * 100, "ab\u200dc"])
+def test_domain_names_that_are_fine(name):
+    from autoscale.domains import domain_name_problem
+
+    assert domain_name_problem(name) is None
+    assert Mixture({name: 1.0, "other": 1.0}).domains == (name, "other")
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("a,b", "contains ','"), ("a=b", "contains '='"), ("t[0]", "contains '['"), ("", "must not be empty"),
+    (" web", "surrounding whitespace"), ("web\n", "surrounding whitespace"), ("w\teb", "control character"),
+    ("a\u202eb", "control character"), ("x" * 101, "101 characters long, more than 100"),
+])
+def test_domain_names_that_are_refused(name, problem):
+    from autoscale.data.sources import check_domain_name as store_rule
+    from autoscale.domains import check_domain_names
+
+    with pytest.raises(AutoscaleError, match=re.escape(problem)):
+        Mixture({name: 1.0, "other": 1.0})
+    with pytest.raises(AutoscaleError, match=re.escape(problem)):
+        check_domain_names(["other", name])
+    with pytest.raises(AutoscaleError):  # a store's names: this rule and folder-safe characters
+        store_rule(name)
+
+
+def test_a_mixture_needs_two_domains_only_where_it_is_optimised():
+    from autoscale.domains import check_mixture_domains
+
+    assert Mixture({"web": 1.0}).weights == {"web": 1.0}  # a value may hold one domain (held domains...)
+    with pytest.raises(AutoscaleError, match="a data mixture needs at least 2 domains, got 1 \\(web\\)"):
+        check_mixture_domains(["web"])
+    with pytest.raises(AutoscaleError, match="duplicate domain name 'web'"):
+        check_mixture_domains(["web", "web"])
+
+
+def test_a_total_that_overflows_is_refused_and_near_the_limit_is_fine():
+    with pytest.raises(AutoscaleError, match="a mixture's total must be finite"):
+        Mixture.from_json('{"tokens": {"web": 1e308, "code": 1e308}}')
+    with pytest.raises(AutoscaleError, match="weights: .*a mixture's total must be finite"):
+        Mixture.from_weights({"web": 1e308, "code": 1e308}, 1e9)
+    big = Mixture.from_weights({"web": 2.0, "code": 2.0}, 1.7e308)  # weights above 1 times a huge budget
+    assert big.tokens == {"web": 8.5e307, "code": 8.5e307} and big.budget == 1.7e308
+    assert json.loads(big.to_json())["budget"] == 1.7e308  # never Infinity

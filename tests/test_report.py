@@ -1,6 +1,7 @@
 """The report: speed-ups from validation curves, the three plots, and one self-contained HTML page."""
 
 import base64
+import dataclasses
 import io
 import re
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from autoscale.errors import AutoscaleError
+from autoscale.report import plots
 from autoscale.report.html import PLOTS, render_html, write_report
 from autoscale.report.plots import plot_fits, plot_validation, plot_weights_vs_budget
 from autoscale.report.results import (
@@ -20,19 +22,23 @@ from autoscale.report.results import (
 )
 
 DOMAINS = ("web", "code", "books", "wiki")
-TOKENS = tuple(float(t) for t in np.linspace(1e5, 1e6, 10))
+# the first evaluation is before training (0 tokens), as the trainer reports it
+TOKENS = (0.0,) + tuple(float(t) for t in np.linspace(1e5, 1e6, 10))
+VOCAB = 257.0  # perplexity before training: about the vocabulary size
 
 
 def curve(name, offset):
-    """A loss curve that falls as tokens^-0.5, shifted up by ``offset`` (worse mixture)."""
-    y = tuple(2.0 + 300.0 / np.sqrt(t) + offset for t in TOKENS)
-    return ValidationCurve(name, TOKENS, y, y[-1])
+    """A perplexity curve that falls as tokens^-0.5 after VOCAB at the start, shifted up by ``offset``
+    (worse mixture)."""
+    y = (VOCAB,) + tuple(2.0 + 300.0 / np.sqrt(t) + offset for t in TOKENS[1:])
+    finals = {d: 2.0 + offset + 0.1 * i for i, d in enumerate(DOMAINS)}
+    return ValidationCurve(name, TOKENS, y, y[-1], domain_finals=finals)
 
 
-def fit(label, a, b, x=(0.2, 1.0, 3.0)):
+def fit(label, a, b, x=(0.2, 1.0, 3.0), base_tokens=None):
     c = 1.0 - (1.0 + a) ** -b  # y(1) = 1, as DDO normalises
     y = tuple((xi + a) ** -b + c for xi in x)
-    return CurveFit(label, a, b, c, x, y, optimum=1.3)
+    return CurveFit(label, a, b, c, x, y, optimum=1.3, base_tokens=base_tokens)
 
 
 def example_data():
@@ -48,7 +54,8 @@ def example_data():
                             intervals={d: (w - 0.08, w + 0.07) for d, w in zip(DOMAINS, (0.6, 0.1, 0.2, 0.1),
                                                                                 strict=True)}, held=(DOMAINS[3],)),
         ),
-        fits={lab: {d: fit(lab, 1.0 + i, 0.5 + 0.3 * i) for i, d in enumerate(DOMAINS)} for lab in ("100k", "400k")},
+        fits={lab: {d: fit(lab, 1.0 + i, 0.5 + 0.3 * i, base_tokens=budget / 4) for i, d in enumerate(DOMAINS)}
+              for lab, budget in (("100k", 1e5), ("400k", 4e5))},
         validation=(curve("predicted", 0.0), curve("uniform", 0.05), curve("natural", 0.02)),
         objective_label="mean validation loss",
         notes=("fit warning: wiki pinned at the floor",),
@@ -65,13 +72,13 @@ def test_speedup_is_share_of_baseline_tokens_saved():
     pred = ValidationCurve("pred", (0, 5, 10), (10, 5, 0), 0)
     base = ValidationCurve("base", (0, 5, 10), (10, 7, 4), 4)
     up = speedup(pred, base)
-    assert up.steps_to_reach == pytest.approx(6.0)
+    assert up.tokens_to_reach == pytest.approx(6.0)
     assert up.speedup == pytest.approx(0.4)
 
 
 def test_speedup_not_reached_is_none():
     up = speedup(curve("pred", 0.1), curve("base", 0.0))
-    assert up.speedup is None and up.steps_to_reach is None
+    assert up.speedup is None and up.tokens_to_reach is None
 
 
 def test_report_data_speedups_against_every_baseline():
@@ -131,3 +138,159 @@ def test_html_without_validation_still_renders():
     page = render_html(partial, {})
     assert "Validation at the target budget" not in page
     assert "Predicted target mixture" in page
+
+
+def drawn_figures(monkeypatch):
+    """The matplotlib figures the plot functions draw, instead of their PNG bytes."""
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+    return figures
+
+
+def test_validation_plot_draws_the_measured_points_with_lines_on_them(monkeypatch):
+    # smoothing as the pipeline's default; the first point (before training) is 100x the final value
+    data = dataclasses.replace(example_data(), smoothing=0.6)
+    figures = drawn_figures(monkeypatch)
+    plot_validation(data.validation, data.predicted, "perplexity", data.smoothing)
+    [ax] = figures[0].axes
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    for c in data.validation:
+        assert f"{c.name} (final {c.final:.4g})" in legend  # the measured final value, mean over seeds
+        [line] = [ln for ln in ax.get_lines() if ln.get_label().startswith(f"{c.name} (final")]
+        [points] = [ln for ln in ax.get_lines() if ln.get_linestyle() == "None"
+                    and list(ln.get_xdata()) == list(c.tokens) and list(ln.get_ydata()) == list(c.objective)]
+        assert points.get_marker() not in (None, "None", "")  # every measured point is drawn, step 0 too
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        measured = np.asarray(c.objective)[1:]
+        assert x.tolist() == list(c.tokens[1:])  # the evaluation before training is not part of the line
+        assert np.max(np.abs(y / measured - 1)) < 0.05  # the line passes by the points...
+        assert y[-1] == pytest.approx(c.final, rel=0.01)  # ...and ends at the final value the legend gives
+
+
+def test_fit_plot_shows_absolute_tokens(monkeypatch):
+    data = example_data()
+    figures = drawn_figures(monkeypatch)
+    plot_fits(data.fits, DOMAINS)
+    ax = figures[0].axes[0]
+    lo, hi = ax.get_xlim()
+    # the points of 100k (base 25k tokens of web) and 400k (base 100k): 0.2 x 25k = 5k to 3 x 100k = 300k
+    assert lo < 5e3 and 3e5 < hi < 1e6
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "10k" in labels and "100k" in labels
+    assert ax.get_xlabel() == "tokens of this domain"
+    optima = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":")
+    assert optima == pytest.approx([1.3 * 25e3, 1.3 * 100e3])  # the chosen amount, in tokens
+
+
+def test_plot_labels_are_never_parsed_as_math(tmp_path):
+    # "$x$" would be set in italics without its dollars; "$\\unknown$" makes mathtext raise
+    names = ("$x$ & co", "cost $\\unknown$", "books")
+    base = example_data()
+    weights = dict(zip(names, (0.5, 0.3, 0.2), strict=True))
+    data = dataclasses.replace(
+        base, domains=names,
+        mixtures=(WeightsAtBudget("DDO", 1e5, weights, intervals={d: (w - 0.05, w + 0.05) for d, w in weights.items()}),
+                  WeightsAtBudget("predicted", 1.6e6, weights, measured=False)),
+        fits={"100k": {d: fit("100k", 1.0 + i, 0.5, base_tokens=2e4) for i, d in enumerate(names)}},
+        validation=(curve("predicted", 0.0), curve("$\\sqrt{$", 0.05)),
+    )
+    files = write_report(data, tmp_path / "report")
+    assert sorted(p.name for p in files.images) == sorted(PLOTS)
+    assert "$x$ &amp; co" in files.html.read_text()
+
+
+def test_fit_table_has_r2_residuals_and_tokens():
+    data = example_data()
+    exact = data.fits["400k"]["web"]  # two replicates at each amount, each off the curve by its residual
+    residuals = (0.01, -0.01, 0.002, -0.002, 0.0, 0.0)
+    noisy = dataclasses.replace(exact, x=(0.2, 0.2, 1.0, 1.0, 3.0, 3.0), r2=0.9731, residuals=residuals,
+                                y=tuple(y + r for y, r in zip(np.repeat(exact.y, 2), residuals, strict=True)))
+    data = dataclasses.replace(data, fits={**data.fits, "400k": {**data.fits["400k"], "web": noisy}})
+    page = render_html(data, {})
+    row = re.search(r"<tr><td class=\"name\">web</td><td>400k</td>(.*?)</tr>", page).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    # a, b, c, points, R², RMS residual, max |residual|, base tokens, chosen x, chosen tokens
+    assert cells[3:] == ["6", "0.973", "0.59%", "1.00%", "100k", "1.3", "130k"]
+    unknown = re.search(r"<tr><td class=\"name\">web</td><td>100k</td>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td>(.*?)</td>", unknown)[3:7] == ["3", "-", "-", "-"]  # no residuals recorded
+
+    # 3 points: through them ('exact', R² would say nothing), or the least-squares curve and how far off it is
+    through = dataclasses.replace(data.fits["100k"]["web"], residuals=(0.0, 0.0, 0.0))
+    y = (1.05, 1.0, 0.8)  # falls faster from 1 to 3 than from 0.2 to 1: no decreasing convex curve fits
+    missed = dataclasses.replace(data.fits["100k"]["code"], y=y, residuals=(0.01, -0.02, 0.01))
+    data = dataclasses.replace(data, fits={**data.fits, "100k": {**data.fits["100k"], "web": through, "code": missed}})
+    page = render_html(data, {})
+    cells = {d: re.findall(r"<td>(.*?)</td>", re.search(rf'<tr><td class="name">{d}</td><td>100k</td>(.*?)</tr>',
+                                                         page).group(1)) for d in ("web", "code")}
+    assert cells["web"][4:6] == ["exact", "0.00%"]
+    r2 = 1 - (0.01**2 * 2 + 0.02**2) / float(np.sum((np.array(y) - np.mean(y)) ** 2))
+    assert cells["code"][4:6] == [f"{r2:.3f}", "1.41%"]
+
+
+def test_html_has_final_perplexity_per_validation_domain():
+    page = render_html(example_data(), {})
+    assert "Final validation perplexity per validation domain" in page
+    table = page.split("Final validation perplexity per validation domain")[1].split("</table>")[0]
+    assert re.findall(r'<th>(\w+)</th>', table) == list(DOMAINS)
+    uniform = re.search(r'<td class="name">uniform</td>(.*?)</tr>', table).group(1)
+    assert re.findall(r"<td>(.*?)</td>", uniform) == ["2.05", "2.15", "2.25", "2.35"]
+    predicted = re.search(r'<tr class="predicted"><td class="name">predicted</td>(.*?)</tr>', table).group(1)
+    assert '<span class="good">2</span>' in predicted  # the lowest of its domain
+
+
+# -- the experiment folder: malformed files are one line naming the file ----------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_experiment(tmp_path_factory):
+    """A tiny experiment run end to end (stand-in trainer): every file the report reads."""
+    from cli_helpers import run_cli, tiny_experiment
+
+    root = tmp_path_factory.mktemp("report-files")
+    assert run_cli("run", str(tiny_experiment(root, "tiny")), "--quiet") == 0
+    return root / "tiny"
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '{"runs": 5}'])
+@pytest.mark.parametrize("name", ["ddo_1000000.json", "target.json", "validation.json", "experiment.json"])
+def test_report_names_a_malformed_file_and_its_problem(finished_experiment, tmp_path, capsys, name, content):
+    import shutil
+
+    from cli_helpers import run_cli
+
+    folder = tmp_path / "experiment"
+    shutil.copytree(finished_experiment, folder)
+    (folder / name).write_text(content)
+    assert run_cli("report", str(folder), "--out", str(tmp_path / "report")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {str(folder / name)!r}: ") and err.count("\n") == 1, err
+    problem = err.split(": ", 2)[2]
+    assert problem.startswith(("expected a JSON object, got a list", "missing field", "field 'runs' must be")), err
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_of_the_intact_folder_and_deeper_problems(finished_experiment, tmp_path, capsys):
+    import json
+    import shutil
+
+    from cli_helpers import run_cli
+
+    folder = tmp_path / "experiment"
+    shutil.copytree(finished_experiment, folder)
+    assert run_cli("report", str(folder), "--out", str(tmp_path / "report")) == 0  # the control
+    capsys.readouterr()
+    cases = {
+        "target.json": ({"mixture": {"tokens": {"web": 1e308, "code": 1e308}}}, "a mixture's total must be finite"),
+        "ddo_4000000.json": ({"mixture": {"tokens": {"web": 1, "code": 2}}, "fits": {"web": 5}}, "malformed"),
+        "validation.json": ({"runs": {"predicted": [5]}, "mixtures": {}}, "malformed"),
+        "experiment.json": ({"config": {"ddo": {"budgets": ["many"]}}, "domains": ["web"]},
+                            "field 'config.ddo.budgets' must be a list of numbers, got a list holding a string"),
+        "summary.json": ({"target": {"budget": "big"}}, "field 'target.budget' must be a number, got a string"),
+    }
+    for name, (record, message) in cases.items():
+        original = (folder / name).read_text()
+        (folder / name).write_text(json.dumps(record))
+        assert run_cli("report", str(folder), "--out", str(tmp_path / "report")) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {str(folder / name)!r}: ") and err.count("\n") == 1 and message in err, err
+        (folder / name).write_text(original)

@@ -1,6 +1,7 @@
 """The benchmark's arithmetic and its BENCHMARKS.md section, and the demo's comparison mixtures."""
 
 import dataclasses
+import html
 from pathlib import Path
 
 import pytest
@@ -13,19 +14,45 @@ from autoscale.report.bench import (
     record_markdown,
     verdict,
 )
-from autoscale.report.demo import DEFAULT, LLAMA_TO_DEMO, LLAMA_WEIGHTS, QUICK, demo_config, llama_style
+from autoscale.report.demo import (
+    DEFAULT,
+    LLAMA_TO_DEMO,
+    LLAMA_WEIGHTS,
+    QUICK,
+    demo_config,
+    llama_mapping,
+    llama_style,
+    with_llama_mapping,
+)
+from autoscale.report.html import render_html
+from autoscale.report.results import ReportData
 
 DOMAINS = ("web", "news", "code")
 
 
-def test_llama_style_maps_every_redpajama_source_to_one_demo_domain():
-    assert sorted(LLAMA_TO_DEMO.values()) == sorted(DEFAULT.domains)
+def test_llama_style_is_web_heavy_both_web_crawls_on_web():
     full = llama_style(DEFAULT.domains)
-    assert full == pytest.approx({LLAMA_TO_DEMO[s]: w for s, w in LLAMA_WEIGHTS.items()})
+    assert set(LLAMA_TO_DEMO.values()) <= set(DEFAULT.domains)
+    assert full["web"] == pytest.approx(LLAMA_WEIGHTS["common_crawl"] + LLAMA_WEIGHTS["c4"])  # 0.82
+    assert max(full, key=full.get) == "web"
+    assert full["news"] == 0.0  # State of the Union addresses: no LLaMA source
+    assert full["code"] == pytest.approx(LLAMA_WEIGHTS["github"])
     quick = llama_style(QUICK.domains)
     assert sum(quick.values()) == pytest.approx(1.0)
-    # renormalised over the quick demo's 4 domains, ratios kept: CommonCrawl's stand-in vs C4's
-    assert quick["news"] / quick["web"] == pytest.approx(0.67 / 0.15)
+    assert max(quick, key=quick.get) == "web"
+    # renormalised over the quick demo's 4 domains, ratios kept
+    assert quick["web"] / quick["code"] == pytest.approx(0.82 / 0.045)
+
+
+def test_the_report_states_the_whole_llama_mapping():
+    data = with_llama_mapping(ReportData(title="t", domains=QUICK.domains), QUICK.domains)
+    line = data.facts["llama-style mixture"]
+    assert html.escape(line) in render_html(data, {})  # in the page's facts table
+    assert "CommonCrawl 0.67 + C4 0.15 -> web" in line
+    assert "no LLaMA source -> news" in line and "GitHub 0.045 -> code" in line
+    assert "not in this run: Wikipedia 0.045, ArXiv 0.025, StackExchange 0.02" in line
+    assert "web 0.901" in line
+    assert llama_mapping(DEFAULT.domains).count("->") == len(DEFAULT.domains)
 
 
 def test_demo_budgets_follow_the_paper_shape():

@@ -104,7 +104,27 @@ def extrapolate(
         max_tokens: domain -> cap in tokens at the target (applied only when given).
         offsets: apply the law to tokens + DDO offsets (see the module docstring).
         hold: domain -> weight it keeps at the target; the law moves the other domains.
+
+    A ``target`` below the smallest input budget is an error: the law is fitted from the inputs
+    upward (interpolation between them is fine, extrapolation down is not what it is for).
     """
+    if target is not None and len(mixtures) >= 2 and float(target) > 0:  # other bad targets: below
+        smallest = min(mx.budget for mx in mixtures)
+        if float(target) < smallest * (1 - 1e-12):
+            budgets = ", ".join(f"{mx.budget:.4g}" for mx in sorted(mixtures, key=lambda mx: mx.budget))
+            raise AutoscaleError(
+                f"target {float(target):.4g} tokens is below the smallest input budget (inputs: {budgets} tokens); "
+                "the law extrapolates upward from them (a target between them is allowed)"
+            )
+    return _extrapolate(mixtures, target=target, steps=steps, min_weight=min_weight, max_tokens=max_tokens,
+                        offsets=offsets, hold=hold)
+
+
+def _extrapolate(mixtures: Sequence[Mixture], *, target: float | None, steps: int | None,
+                 min_weight: float | None, max_tokens: Mapping[str, float] | None, offsets: bool,
+                 hold: Mapping[str, float] | None) -> Extrapolation:
+    """:func:`extrapolate` without the check of ``target`` against the inputs' budgets: the held-domain
+    path calls it on the free domains' tokens, whose smallest total need not be below the target's share."""
     if hold:
         return _extrapolate_held(mixtures, dict(hold), target=target, steps=steps, min_weight=min_weight,
                                  max_tokens=max_tokens, offsets=offsets)
@@ -166,8 +186,13 @@ def extrapolate(
         s = 1.0 + int(steps) / (n_mix - 1)
     else:
         s = _solve_target(alpha, beta, target + float(offset.sum()))
-    unconstrained = law(s)
-    total = float(unconstrained.sum()) if target is None else target
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the error below, not a warning
+        unconstrained = law(s)
+        law_total = float(np.sum(unconstrained))
+    if not math.isfinite(law_total):
+        raise AutoscaleError(f"the law's mixture at s = {s:.4g} overflows: a mixture's total must be finite "
+                             f"(inputs: {', '.join(f'{b:.4g}' for b in budgets)} tokens)")
+    total = law_total if target is None else target
 
     warnings = _bound_history(ordered, domains)
     lo = np.zeros(len(domains))  # tokens cannot be negative (only reachable with offsets)
@@ -259,13 +284,14 @@ def _extrapolate_held(mixtures: Sequence[Mixture], hold: dict[str, float], *, ta
             meta["offset_tokens"] = {d: v for d, v in meta["offset_tokens"].items() if d in free}
         return Mixture({d: mx.tokens[d] for d in free}, meta)
 
-    inner = extrapolate(
+    inner = _extrapolate(
         [sub(mx) for mx in mixtures],
         target=None if target is None else float(target) * (1 - share),
         steps=steps,
         min_weight=None if min_weight is None else float(min_weight) / (1 - share),
         max_tokens=None if max_tokens is None else {d: v for d, v in max_tokens.items() if d in free},
         offsets=offsets,
+        hold=None,
     )
     total = inner.mixture.budget / (1 - share)
     tokens = {d: (hold[d] * total if d in hold else inner.mixture.tokens[d]) for d in domains}

@@ -8,6 +8,8 @@ JSON form, read and written everywhere::
     {"tokens": {"web": 6.0e8, "code": 2.0e8}, "weights": {"web": 0.75, "code": 0.25},
      "budget": 8.0e8, ...metadata}
 
+Domain names follow ``autoscale.domains`` (no ``,`` or ``=``...); token counts are finite numbers
+>= 0 whose total is positive and finite (1e308 + 1e308 is refused, not written as Infinity).
 On input only ``tokens`` is required; ``weights`` and ``budget`` are recomputed (a mismatching
 ``weights``/``budget`` in the input is ignored in favour of ``tokens``). Other keys are kept as
 metadata and written back.
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from autoscale.domains import domain_name_problem
 from autoscale.errors import AutoscaleError
 
 _DERIVED = ("tokens", "weights", "budget")
@@ -32,8 +35,9 @@ def _check_tokens(tokens: Mapping[str, Any], what: str = "mixture") -> dict[str,
         raise AutoscaleError(f"{what}: 'tokens' must be a non-empty object of domain -> tokens")
     out: dict[str, float] = {}
     for name, value in tokens.items():
-        if not isinstance(name, str) or not name.strip():
-            raise AutoscaleError(f"{what}: domain names must be non-empty strings, got {name!r}")
+        problem = domain_name_problem(name)
+        if problem is not None:
+            raise AutoscaleError(f"{what}: domain name {name!r} {problem}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise AutoscaleError(f"{what}: tokens for domain {name!r} must be a number, got {value!r}")
         v = float(value)
@@ -42,7 +46,11 @@ def _check_tokens(tokens: Mapping[str, Any], what: str = "mixture") -> dict[str,
         if v < 0:
             raise AutoscaleError(f"{what}: tokens for domain {name!r} must be >= 0, got {value!r}")
         out[name] = v
-    if sum(out.values()) <= 0:
+    total = sum(out.values())
+    if not math.isfinite(total):
+        raise AutoscaleError(f"{what}: the total of {', '.join(f'{v:.4g}' for v in out.values())} overflows; "
+                             "a mixture's total must be finite")
+    if total <= 0:
         raise AutoscaleError(f"{what}: total tokens must be positive")
     return out
 
@@ -87,7 +95,7 @@ class Mixture:
         if not math.isfinite(budget) or budget <= 0:
             raise AutoscaleError(f"budget must be a positive number of tokens, got {budget!r}")
         total = sum(w.values())
-        return cls({d: budget * v / total for d, v in w.items()}, metadata or {})
+        return cls({d: budget * (v / total) for d, v in w.items()}, metadata or {})  # no overflow near 1e308
 
     def scaled_to(self, budget: float) -> Mixture:
         """Same weights, ``budget`` total tokens."""

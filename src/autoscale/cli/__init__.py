@@ -1,7 +1,9 @@
 """Command-line entry point: one command per verb.
 
 Each group of commands lives in its own module and is imported only when used, so `autoscale fit`
-never pays for importing torch. `AutoscaleError` becomes one line on stderr and exit status 2.
+never pays for importing torch. `AutoscaleError` becomes one line on stderr and exit status 2; a
+usage error (unknown option, missing argument) keeps click's usage line and "Try ... for help",
+also with status 2. ``-h`` is ``--help`` everywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: -h works as --help on every command (subcommands inherit it from the group's context).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if self._available(name)]
@@ -51,7 +57,7 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup)
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="autoscale")
 def cli() -> None:
     """autoscale: find the data mixture for your training budget (AutoScale, arXiv 2407.20177)."""
@@ -68,8 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # Unknown option, missing argument, a value of the wrong type: click's own form (the usage
+        # line, "Try 'autoscale X --help' for help.", then "Error: ..."), status 2.
+        exc.show()
+        sys.exit(2)
     except click.ClickException as exc:
-        # Usage errors (unknown option, missing argument) are bad input too: one line, status 2.
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:

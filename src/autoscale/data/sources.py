@@ -12,8 +12,13 @@ Formats are chosen by file name:
   field are skipped and counted.
 - ``.parquet``: the string column ``text_field`` (read in batches with pyarrow).
 - A Hugging Face dataset saved with ``save_to_disk`` (a directory holding ``dataset_dict.json``
-  or ``state.json``), or ``hf:NAME[:SPLIT]`` for a hub dataset: both need the optional
-  ``datasets`` package and say so when it is missing.
+  or ``state.json``), or ``hf:NAME[:SPLIT]``: NAME is a local ``save_to_disk`` folder, a local
+  data folder for ``datasets.load_dataset``, or a hub dataset. These need the optional
+  ``datasets`` package and say so when it is missing; a dataset without the text column is an error.
+
+`hash_inputs` fingerprints a domain by content, so that a changed input is re-tokenised: local
+files (an ``hf:`` local path included) by their bytes, a hub dataset by its revision (the commit
+``datasets`` resolves; offline, the one in its cache), never by a name alone.
 
 Undecodable bytes are replaced by U+FFFD and counted; e-mail addresses are not touched here
 (the demo corpus masks them when it is built, see `mask_emails`).
@@ -33,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoscale.domains import check_domain_name as core_check_domain_name
 from autoscale.errors import AutoscaleError
 
 EOT_TEXT = "<|endoftext|>"
@@ -53,7 +59,12 @@ def mask_emails(text: str) -> str:
 
 
 def check_domain_name(name: str) -> str:
-    """Return `name` if it is a usable domain name (letters, digits, ``_ . -``), else raise."""
+    """Return `name` if it is a usable store domain name, else raise.
+
+    The rule for every domain name (``autoscale.domains``) and, on top of it, a stricter one because
+    the store keeps each domain in a folder of that name: letters, digits, ``_ . -``.
+    """
+    core_check_domain_name(name)
     if not isinstance(name, str) or not DOMAIN_NAME.match(name):
         raise AutoscaleError(
             f"bad domain name {name!r}: use letters, digits, '_', '.', '-' (not starting with '.')"
@@ -151,6 +162,11 @@ def resolve_inputs(domain: str, source: DomainSource, stats: ReadStats | None = 
     out: list[str] = []
     for raw in source.paths:
         if raw.startswith(HF_PREFIX):
+            name, _ = hf_spec(raw)
+            if not name:
+                raise AutoscaleError(f"domain {domain!r}: {raw!r} names no dataset (use hf:NAME[:SPLIT])")
+            if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+                raise AutoscaleError(f"domain {domain!r}: path not found: {name}")
             out.append(raw)
             continue
         path = Path(raw).expanduser()
@@ -187,21 +203,65 @@ def resolve_inputs(domain: str, source: DomainSource, stats: ReadStats | None = 
     return list(dict.fromkeys(out))
 
 
+def hf_spec(item: str) -> tuple[str, str | None]:
+    """``hf:NAME[:SPLIT]`` -> (NAME, SPLIT or None)."""
+    name, _, split = item[len(HF_PREFIX) :].partition(":")
+    return name, split or None
+
+
+def _hash_files(h, path: Path, *, names: bool = False) -> None:
+    """Feed the bytes of `path` (a file, or every file under a directory, sorted) into `h`."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if names:  # for a dataset folder a file's name matters too (it can decide its split)
+            h.update(f"file {f.relative_to(path) if f != path else f.name}\n".encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\x00end\x00")
+
+
+def _import_datasets(item: str):
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise AutoscaleError(
+            f"{item}: Hugging Face datasets need the optional 'datasets' package (pip install datasets)"
+        ) from exc
+    return datasets
+
+
+def _hub_revision(item: str, name: str) -> str:
+    """The revision of hub dataset `name` as ``datasets`` resolves it (the commit; offline, the cached one)."""
+    datasets = _import_datasets(item)
+    try:
+        revision = datasets.load_dataset_builder(name).hash
+    except Exception as exc:  # datasets raises many types: not found, offline and not cached, gated
+        raise AutoscaleError(f"{item}: cannot tell which revision of the dataset this is: {exc}") from exc
+    if not revision:
+        raise AutoscaleError(f"{item}: datasets gives no revision for it, so a change could not be seen")
+    return str(revision)
+
+
 def hash_inputs(inputs: Sequence[str], text_field: str) -> str:
-    """Content hash of a domain's inputs (file bytes, formats, text field): unchanged => not redone."""
+    """Content hash of a domain's inputs (file bytes, formats, text field): unchanged => not redone.
+
+    An ``hf:`` input is hashed by its files when NAME is a local path, else by the hub revision.
+    """
     h = hashlib.sha256()
     h.update(f"text_field={text_field}\n".encode())
     for item in inputs:
-        h.update(f"input {_suffix(Path(item)) if not item.startswith(HF_PREFIX) else item}\n".encode())
-        path = Path(item)
         if item.startswith(HF_PREFIX):
-            continue  # a hub dataset is identified by its name only
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for f in files:
-            with open(f, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(block)
-            h.update(b"\x00end\x00")
+            h.update(f"input {item}\n".encode())
+            name, _ = hf_spec(item)
+            local = Path(name).expanduser()
+            if local.exists():
+                _hash_files(h, local, names=True)
+            else:
+                h.update(f"revision {_hub_revision(item, name)}\n".encode())
+            continue
+        h.update(f"input {_suffix(Path(item))}\n".encode())
+        _hash_files(h, Path(item))
     return h.hexdigest()
 
 
@@ -272,20 +332,35 @@ def _parquet_documents(path: Path, text_field: str, stats: ReadStats) -> Iterato
             yield text
 
 
+def _from_disk(datasets, item: str, path: Path, split: str | None):
+    ds = datasets.load_from_disk(os.fspath(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if split is not None and split not in ds:
+            raise AutoscaleError(f"{item}: no split {split!r} (splits: {', '.join(ds)})")
+        ds = ds[split or ("train" if "train" in ds else next(iter(ds)))]
+    return ds
+
+
 def _hf_documents(item: str, text_field: str, stats: ReadStats) -> Iterator[str]:
+    datasets = _import_datasets(item)
     try:
-        import datasets  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise AutoscaleError(
-            f"{item}: Hugging Face datasets need the optional 'datasets' package (pip install datasets)"
-        ) from exc
-    if item.startswith(HF_PREFIX):
-        name, _, split = item[len(HF_PREFIX) :].partition(":")
-        ds = datasets.load_dataset(name, split=split or "train", streaming=True)
-    else:
-        ds = datasets.load_from_disk(item)
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        if item.startswith(HF_PREFIX):
+            name, split = hf_spec(item)
+            local = Path(name).expanduser()
+            if _is_hf_disk_dataset(local):
+                ds = _from_disk(datasets, item, local, split)
+            else:
+                source = os.fspath(local) if local.exists() else name
+                ds = datasets.load_dataset(source, split=split or "train", streaming=True)
+        else:
+            ds = _from_disk(datasets, item, Path(item), None)
+    except AutoscaleError:
+        raise
+    except Exception as exc:  # datasets raises many types: not found, offline, bad split
+        raise AutoscaleError(f"cannot load the dataset {item}: {exc}") from exc
+    columns = ds.column_names  # None for a streamed dataset whose features are not known up front
+    if columns is not None and text_field not in columns:
+        raise AutoscaleError(f"dataset {item} has no column {text_field!r} (columns: {columns})")
     for row in ds:
         text = row.get(text_field)
         if not isinstance(text, str):

@@ -12,9 +12,11 @@ whole documents picked by a seeded permutation until it holds at least ``val_tok
 (absolute count, default 16,384); it depends only on the domain's text, the tokenizer and the seed,
 never on a mixture. A domain must keep at least as many training tokens as its validation split.
 
-`prepare_store` builds a store into a temporary sibling directory and renames it into place, so a
-failure never leaves a half-written store. It is incremental: a domain whose inputs (by content
-hash), tokenizer and settings are unchanged is linked from the previous store, not re-tokenised.
+`prepare_store` builds a store into a temporary sibling directory (``.STORE.tmp-<pid>-<hex>``) and
+renames it into place, so a failure never leaves a half-written store, and the next prepare of the
+same store removes what a killed one left (`autoscale.atomic.atomic_dir`). It is incremental: a
+domain whose inputs (by content hash), tokenizer and settings are unchanged is linked from the
+previous store, not re-tokenised.
 `TokenStore.open` checks sizes and sha256 hashes, so a truncated or edited store is an error
 (rebuild it with `prepare_store` / ``autoscale data prepare``, which redoes the damaged domains).
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import time
 import zlib
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoscale.atomic import atomic_dir
 from autoscale.data.sources import (
     DomainSource,
     ReadStats,
@@ -433,16 +435,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def _check_out_dir(out: Path) -> dict | None:
     """The previous manifest at `out` (None if there is none); refuse to replace a non-store."""
     if out.exists() and not out.is_dir():
@@ -559,9 +551,9 @@ def prepare_store(
             ).encode()
         ).hexdigest()
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir(parents=True)
-    try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # atomic_dir first removes what an interrupted earlier prepare of `out` left (.STORE.tmp-*)
+    with atomic_dir(out) as tmp:
         (tmp / "tokenizer.json").write_text(tok_text, encoding="utf-8")
 
         def build(plan: _DomainPlan) -> dict:
@@ -609,8 +601,4 @@ def prepare_store(
         }
         manifest["manifest_hash"] = compute_manifest_hash(manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return TokenStore.open(out, verify=False)  # just written and hashed

@@ -37,6 +37,7 @@ from autoscale.ddo.design import Design, find_design
 from autoscale.ddo.noise import NoiseReport, assess_noise, paired_objectives, replicate_cost
 from autoscale.ddo.powerlaw import PowerLawFit, fit_power_law
 from autoscale.ddo.runs import RunsTable
+from autoscale.domains import check_mixture_domains
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
@@ -93,7 +94,8 @@ def fit_ddo(
     """Fit the DDO model to a filled runs table and allocate ``budget`` tokens.
 
     Args:
-        table: base run, perturbation runs (>= 3 distinct amounts per domain) and replicates.
+        table: base run, perturbation runs (>= 3 distinct amounts per domain) and replicates, over
+            at least 2 domains (``autoscale.domains``).
         min_ratio: floor per domain, as a multiple of its base share of the budget (the published
             0.2: weight >= 0.2/m for a uniform base). 0 allows dropping a domain.
         budget: tokens to allocate; default the base run's total.
@@ -104,9 +106,9 @@ def fit_ddo(
             and replicate count draw the same seeds at every budget: the draws are joint).
         hold: domains to hold at their base share in any case (e.g. held at another budget).
     """
+    domains = check_mixture_domains(table.domains)
     objective = table.objective(eval_weights)
     design = find_design(table)
-    domains = table.domains
     base_tokens = design.base_tokens
     base_total = float(base_tokens.sum())
     budget = base_total if budget is None else float(budget)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from autoscale.ddo.runs import RunsTable
+from autoscale.domains import check_mixture_domains
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
@@ -33,7 +34,8 @@ def plan_ddo(
     """The runs table of a DDO design, with empty eval cells to fill in.
 
     Args:
-        domains: training domains. Optional with ``base`` (then its domains, in its order).
+        domains: training domains, at least 2 (``autoscale.domains``). Optional with ``base`` (then
+            its domains, in its order).
         budget: total tokens of the base run. Default: the base mixture's budget; required without one.
         base: base mixture (tokens or weights that matter); default uniform over ``domains``.
         ratios: multipliers of one domain's base amount (> 0, != 1, distinct); published: 0.2 and 3.
@@ -56,7 +58,7 @@ def plan_ddo(
         names = _unique(domains)
         base = Mixture.from_weights({d: 1.0 for d in names}, _budget(budget))
     else:
-        names = base.domains if not domains else _unique(domains)
+        names = _unique(base.domains if not domains else domains)
         if set(names) != set(base.domains):
             raise AutoscaleError(
                 f"domains {', '.join(names)} differ from the base mixture's {', '.join(base.domains)}"
@@ -84,7 +86,13 @@ def plan_ddo(
     for r, label in labels:
         for i, d in enumerate(names):
             row = base_tokens.copy()
-            row[i] = round(exact[i] * r)
+            amount = float(exact[i]) * r  # Python floats: an overflow is inf, not a numpy warning
+            if not math.isfinite(sum(row.tolist()) - float(row[i]) + amount):
+                raise AutoscaleError(
+                    f"run {d}-x{label} (base run of {base.budget:.4g} tokens, {d!r} x{label}) overflows: "
+                    "a mixture's total must be finite; use a smaller budget"
+                )
+            row[i] = round(amount)
             runs.append(f"{d}-x{label}")
             tokens.append(row)
     evals = tuple(eval_names) if eval_names else names
@@ -95,14 +103,7 @@ def plan_ddo(
 
 
 def _unique(domains: Sequence[str]) -> tuple[str, ...]:
-    names = tuple(domains)
-    for d in names:
-        if not isinstance(d, str) or not d.strip():
-            raise AutoscaleError(f"domain names must be non-empty, got {d!r}")
-    dupes = sorted({d for d in names if names.count(d) > 1})
-    if dupes:
-        raise AutoscaleError(f"duplicate domain name {dupes[0]!r}")
-    return names
+    return check_mixture_domains(domains)
 
 
 def _budget(budget: float) -> float:

@@ -8,7 +8,8 @@ CSV form, one row per training run::
 ``tokens.<domain>`` columns hold the tokens (absolute counts) that run trained on from each domain;
 ``eval.<name>`` columns hold one validation number per held-out set (perplexity or loss: the caller
 decides, lower is better). An empty eval cell means "not measured yet" (a freshly planned table);
-every other cell must be a finite number.
+every other cell must be a finite number, and each run's tokens a finite total. Domain and eval
+names follow ``autoscale.domains`` (no ``,`` or ``=``, no surrounding spaces...).
 
 Replicates: an optional integer ``seed`` column names each run's seed. With it, the runs of one seed
 form one replicate of the whole design (base and perturbations trained together, ideally coupled:
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from autoscale.atomic import atomic_open
+from autoscale.domains import check_domain_names
 from autoscale.errors import AutoscaleError
 
 TOKENS_PREFIX = "tokens."
@@ -46,15 +48,8 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 def _check_names(names: Sequence[str], what: str) -> tuple[str, ...]:
-    out = tuple(names)
-    seen: set[str] = set()
-    for name in out:
-        if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise AutoscaleError(f"{what} names must be non-empty strings without surrounding spaces, got {name!r}")
-        if name in seen:
-            raise AutoscaleError(f"duplicate {what} name {name!r}")
-        seen.add(name)
-    return out
+    # eval names follow the domain rule too: they default to the domains and are assigned to (name=w)
+    return check_domain_names(names, what)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,6 +99,8 @@ class RunsTable:
             for j, name in enumerate(eval_names):
                 if math.isinf(evals[i, j]):
                     raise AutoscaleError(f"run {run!r}: eval.{name} is infinite")
+            if not math.isfinite(sum(tokens[i].tolist())):  # each run trains on a mixture: finite total
+                raise AutoscaleError(f"run {run!r}: its tokens overflow when summed; a mixture's total must be finite")
         if self.seeds is not None:
             object.__setattr__(self, "seeds", _check_seeds(self.seeds, runs, tokens))
         object.__setattr__(self, "runs", runs)

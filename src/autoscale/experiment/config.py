@@ -11,6 +11,7 @@ line naming the key and the value. Relative paths are relative to the config fil
       sources: corpus              # optional: (re)build the store from this corpus folder, one
                                    #   file or folder per domain (incremental: unchanged domains stay)
       vocab_size: 2048             # with sources: BPE vocabulary; val_tokens: validation tokens per domain
+      text_fields: {web: content}  # with sources: a domain's JSON key / parquet column (default: text)
       domains: [web, code, books]  # optional: subset and order of the store's domains
     proxy:                         # trainer settings (autoscale.train.ProxyConfig, without `store`)
       model: {n_layer: 2, d_model: 64, n_head: 2, seq_len: 64}
@@ -34,14 +35,18 @@ line naming the key and the value. Relative paths are relative to the config fil
       compare: [uniform, natural, ddo]
       mixtures: {llama: {web: 0.7, code: 0.1, books: 0.2}}   # named custom weights, also compared
       seeds: [0]
-      smoothing: 0.6               # EMA weight for the speed-up curves (0: none)
+      smoothing: 0.6               # curve smoothing: neighbours k evaluations away weigh w^k (0: none)
     executor:
       kind: inline                 # inline | ray | command
       retries: 1                   # extra attempts for a failed or diverged run
       # ray:     workers, num_cpus, num_gpus (per run), address, dashboard
       # command: command (argument list with {placeholders}), cwd, env, workers, timeout_s, trainer_id
 
-Units: budgets are absolute tokens; ratios and ``min_ratio`` are amounts relative to the base run's
+Domain names (``data.domains`` and the keys of every weights mapping) follow ``autoscale.domains``:
+no ``,`` or ``=``, no surrounding spaces, at most 100 characters.
+
+Units: budgets are absolute tokens (token counts may be written as on the command line: ``2M``,
+``1.2B``, ``16k``); ratios and ``min_ratio`` are amounts relative to the base run's
 per-domain tokens; mixture entries under ``base``/``mixtures``/``objective.weights`` are weights
 (normalised to sum to 1).
 """
@@ -51,12 +56,22 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from autoscale.domains import domain_name_problem
 from autoscale.errors import AutoscaleError
-from autoscale.train.config import ProxyConfig
+from autoscale.tokens import token_setting
+from autoscale.train.config import ProxyConfig, WholeTokens
 from autoscale.yamlfile import read_yaml
 
 BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
@@ -64,6 +79,10 @@ BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
 PLACEHOLDERS = (
     "run_dir", "mixture_json", "budget", "seed", "key", "label", "store", "domains", "tokens", "weights",
 )
+
+
+#: a number of tokens, also written like an option: 2.0e6, 2M, 1.2B (autoscale.tokens)
+Tokens = Annotated[float, BeforeValidator(token_setting)]
 
 
 class _Strict(BaseModel):
@@ -76,6 +95,7 @@ def _check_weights(value: dict[str, float] | None, what: str = "") -> dict[str, 
         return None
     if not value:
         raise ValueError(f"{prefix}weights must name at least one domain")
+    _check_names(value, prefix)
     for name, w in value.items():
         if not w >= 0 or w == float("inf"):
             raise ValueError(f"{prefix}weight of {name!r} must be a finite number >= 0, got {w!r}")
@@ -84,13 +104,24 @@ def _check_weights(value: dict[str, float] | None, what: str = "") -> dict[str, 
     return value
 
 
+def _check_names(names: Any, prefix: str = "") -> None:
+    """Domain names follow the one rule of ``autoscale.domains`` (ValueError: pydantic reports it)."""
+    for name in names:
+        problem = domain_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"{prefix}domain name {name!r} {problem}")
+
+
 class DataConfig(_Strict):
     """Where the training and validation tokens come from."""
 
     store: Path | None = Field(None, description="token store directory")
     sources: Path | None = Field(None, description="corpus folder (one file or folder per domain) to build the store from")
     vocab_size: int | None = Field(None, ge=16, description="with sources: tokenizer vocabulary to train")
-    val_tokens: int | None = Field(None, ge=1, description="with sources: validation tokens per domain")
+    val_tokens: WholeTokens | None = Field(None, ge=1, description="with sources: validation tokens per domain")
+    text_fields: dict[str, str] | None = Field(
+        None, description="with sources: {domain: JSON key / parquet or dataset column}; default 'text'"
+    )
     domains: list[str] | None = Field(None, min_length=1, description="subset and order of the domains")
     fingerprint: str = Field("", description="identifies the data when there is no store (command executor)")
 
@@ -99,13 +130,22 @@ class DataConfig(_Strict):
     def _unique(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and len(set(v)) != len(v):
             raise ValueError(f"domains must be unique, got {v}")
+        _check_names(v or ())
+        return v
+
+    @field_validator("text_fields")
+    @classmethod
+    def _fields(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        empty = [d for d, f in (v or {}).items() if not f.strip()]
+        if empty:
+            raise ValueError(f"text_fields: domain {empty[0]!r} has an empty field name")
         return v
 
 
 class DDOConfig(_Strict):
     """Direct Data Optimization at two or more affordable budgets (METHOD.md section 2)."""
 
-    budgets: list[float] = Field(min_length=2, description="tokens, increasing")
+    budgets: list[Tokens] = Field(min_length=2, description="tokens, increasing")
     ratios: list[float] = Field([0.2, 3.0], min_length=2, description="relative to the base amount")
     base: Literal["uniform", "natural"] | dict[str, float] = "uniform"
     min_ratio: float = Field(0.2, ge=0, lt=1, description="floor, relative to the base amount")
@@ -140,6 +180,7 @@ class DDOConfig(_Strict):
     @classmethod
     def _epochs(cls, v: Any) -> Any:
         values = v.values() if isinstance(v, dict) else ([] if v is None else [v])
+        _check_names(v if isinstance(v, dict) else ())
         if any(not (e > 0 and e != float("inf")) for e in values):
             raise ValueError(f"max_epochs must be positive and finite, got {v}")
         return v
@@ -160,13 +201,13 @@ class ObjectiveConfig(_Strict):
 class TargetConfig(_Strict):
     """The large budget to predict for, and the optional validation runs there."""
 
-    budget: float | None = Field(None, gt=0, description="tokens; null: the paper's N2^2/N1 rule")
+    budget: Tokens | None = Field(None, gt=0, description="tokens; null: the paper's N2^2/N1 rule")
     offsets: bool = Field(False, description="apply the law to tokens + the DDO offsets a_i (not the paper's)")
     validate_: bool = Field(False, alias="validate")
     compare: list[Literal["uniform", "natural", "ddo"]] = list(BUILTIN_COMPARISONS)
     mixtures: dict[str, dict[str, float]] = Field(default_factory=dict, description="name -> weights")
     seeds: list[int] | None = Field(None, min_length=1)
-    smoothing: float = Field(0.6, ge=0, lt=1, description="EMA weight of the speed-up curves")
+    smoothing: float = Field(0.6, ge=0, lt=1, description="curve smoothing weight: neighbours k evaluations away weigh w^k")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -268,6 +309,8 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.sources needs data.store (where to build the store)")
         if self.data.sources is None and (self.data.vocab_size or self.data.val_tokens):
             raise ValueError("data.vocab_size and data.val_tokens only apply with data.sources")
+        if self.data.sources is None and self.data.text_fields:
+            raise ValueError("data.text_fields only apply with data.sources")
         if self.target.budget is not None and self.target.budget <= self.ddo.budgets[-1]:
             raise ValueError(
                 f"target.budget ({self.target.budget:g}) must exceed the largest DDO budget "

@@ -15,7 +15,7 @@ Stages, in order (each recorded in the run store, each writing its artefacts at 
    their base share); with bootstrap draws, the same law on every paired draw gives intervals.
 3. ``validate`` (if ``target.validate``): train the predicted mixture and every comparison
    mixture at the target budget (each seed), and the paper's speed-up of the predicted one over
-   each comparison (``autoscale.experiment.speedup``).
+   each comparison, in training tokens (``autoscale.experiment.speedup``).
 
 Experiment directory layout (everything the report needs)::
 
@@ -35,7 +35,9 @@ Experiment directory layout (everything the report needs)::
     DIR/target.json              the extrapolated mixture at the target, the law's s, method, held
                                  domains, intervals and draws (with bootstrap), warnings
     DIR/validation.json          per validated mixture and seed: run key, run dir, tokens, final
-                                 objective, curve (steps, tokens, objective, smoothed); speed-ups
+                                 objective, final perplexity per validation domain, curve (steps,
+                                 tokens, objective, smoothed); speed-ups in training tokens; the
+                                 per-domain final perplexities' mean over seeds
     DIR/summary.json             domains, budgets, DDO weights, target weights, speed-ups, run counts,
                                  timings, smoothing, objective: the numbers of the report
 
@@ -67,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from autoscale.atomic import write_text_atomic
+from autoscale.domains import check_mixture_domains
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.executors import Executor, RunJob, RunOutcome, RunProgress, make_executor
@@ -104,6 +107,7 @@ class RunFinished:
     status: str  # completed | failed
     error: str | None
     retry: bool  # it will be tried again in this invocation
+    wall_time_s: float | None = None  # seconds the attempt took, as the executor measured it
 
 
 @dataclass(frozen=True)
@@ -149,10 +153,15 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
     unique: dict[str, int] | None = None
     store_path = config.data.store
     if store_path is not None:
-        from autoscale.data import TokenStore, prepare_store
+        from autoscale.data import DomainSource, TokenStore, prepare_store
 
         if config.data.sources is not None:
             sources = _corpus_sources(config.data.sources, config.data.domains)
+            fields = config.data.text_fields or {}
+            stray = [d for d in fields if d not in sources]
+            if stray:
+                raise AutoscaleError(f"data.text_fields: unknown domain {stray[0]!r} (domains: {', '.join(sources)})")
+            sources = {d: DomainSource((str(p),), fields.get(d, "text")) for d, p in sources.items()}
             options = {k: v for k, v in (("vocab_size", config.data.vocab_size),
                                          ("val_tokens", config.data.val_tokens)) if v is not None}
             store = prepare_store(sources, store_path, progress=say, **options)
@@ -168,8 +177,7 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         assert config.data.domains is not None  # the config validator guarantees it
         domains = tuple(config.data.domains)
         data_id = "user:" + config.data.fingerprint
-    if len(domains) < 2:
-        raise AutoscaleError(f"a data mixture needs at least 2 domains, got {len(domains)}")
+    domains = check_mixture_domains(domains)  # names (a store's or data.domains) and at least 2
     config.check_domains(domains)
     caps = None
     if config.ddo.max_epochs is not None and unique is not None:
@@ -350,7 +358,7 @@ class _Pipeline:
                     )
                     retry = not ok and not outcome.fatal and attempt < retries
                     self.report(RunFinished(stage, job.label, job.key, "completed" if ok else "failed",
-                                            outcome.error, retry))
+                                            outcome.error, retry, outcome.wall_time_s))
                     if outcome.fatal:
                         raise AutoscaleError(f"{job.label}: {outcome.error}")
                     if not ok:
@@ -527,13 +535,15 @@ class _Pipeline:
             if record.status == "completed" and record.metrics is not None:
                 m = record.metrics
                 entry["final_objective"] = objective.of(m["final"])
+                entry["final_perplexity"] = {d: metric_value(v, "perplexity") for d, v in m["final"].items()}
                 entry["tokens_per_domain"] = m.get("tokens_per_domain")
                 if m.get("curve"):
-                    steps, values = objective.curve(m)
-                    curves[name, seed] = (steps, values)
+                    # speed-ups in training tokens: a step's tokens depend on batch, accumulation and ranks
+                    tokens, values = objective.curve(m, budget=mixtures[name].budget)
+                    curves[name, seed] = (tokens, values)
                     entry["curve"] = {
-                        "step": steps.tolist(), "tokens": [p.get("tokens", 0) for p in m["curve"]],
-                        "objective": values.tolist(), "smoothed": smooth(values, weight).tolist(),
+                        "step": [p["step"] for p in m["curve"]], "tokens": tokens.tolist(),
+                        "objective": values.tolist(), "smoothed": smooth(tokens, values, weight).tolist(),
                     }
             runs.setdefault(name, []).append(entry)
         speedups: list[tuple[int, SpeedUp]] = []
@@ -557,6 +567,7 @@ class _Pipeline:
             "runs": runs,
             "speedups": [s.to_dict() | {"seed": seed} for seed, s in speedups],
             "speedup_mean": _mean_speedups([s for _, s in speedups]),
+            "final_perplexity": _mean_final_perplexity(runs),
             "problems": problems,
         }
         _write_json(self.out / "validation.json", record)
@@ -592,6 +603,7 @@ class _Pipeline:
                 "smoothing": validation["smoothing"],
                 "speedups": validation["speedups"],
                 "speedup_mean": validation["speedup_mean"],
+                "final_perplexity": validation["final_perplexity"],
                 "final_objective": {n: [e.get("final_objective") for e in v] for n, v in validation["runs"].items()},
                 "problems": validation["problems"],
             },
@@ -621,6 +633,16 @@ def _mean_speedups(speedups: Sequence[SpeedUp]) -> dict[str, float | None]:
     for s in speedups:
         by.setdefault(s.baseline, []).append(s.speedup)
     return {b: (None if any(v is None for v in vals) else float(np.mean(vals))) for b, vals in by.items()}  # type: ignore[arg-type]
+
+
+def _mean_final_perplexity(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Mixture -> validation domain -> final perplexity, the mean over the mixture's completed seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for name, entries in runs.items():
+        done = [e["final_perplexity"] for e in entries if e.get("final_perplexity")]
+        if done:
+            out[name] = {d: float(np.mean([f[d] for f in done if d in f])) for d in done[0]}
+    return out
 
 
 def _domains_short_of_points(tokens: np.ndarray, runs: Sequence[str], domains: Sequence[str],

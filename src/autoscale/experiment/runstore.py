@@ -8,7 +8,9 @@ reuses every run whose spec did not change. A run may serve several places of an
 
 Run status: ``pending`` (known, never started), ``running``, ``completed``, ``failed`` (its
 last attempt crashed, diverged or wrote no valid metrics; ``error`` says which), ``interrupted``
-(Ctrl-C or a killed driver; resumes from its checkpoint). Only the driver process writes; ``autoscale status`` may read at any time (WAL).
+(Ctrl-C or a killed driver; resumes from its checkpoint). Only the driver process writes;
+``autoscale status`` may read at any time (WAL), and creates no files in the folder when no run is
+active (``RunStore(readonly=True)``).
 ``attempts`` counts every start of training, all invocations together; ``attempt_log`` has one
 row per start with its outcome.
 """
@@ -22,6 +24,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,15 +129,25 @@ class StageRecord:
 
 
 class RunStore:
-    """The SQLite run store of one experiment directory. Use as a context manager or ``close()``."""
+    """The SQLite run store of one experiment directory. Use as a context manager or ``close()``.
+
+    ``readonly=True`` reads without creating files; ``immutable`` tells whether it reads the main
+    file alone (no -wal file: no run is writing) rather than through the WAL.
+    """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise AutoscaleError(f"{self.path.parent} has no run store ({STORE_FILE}); is it an experiment directory?")
+        # A reader writes nothing into the folder. No -wal file means no run is writing (or the last
+        # one closed cleanly, folding the WAL in): the main file is everything, so it is opened
+        # immutable, which creates no -wal/-shm files. With a -wal file (a run is active, or was
+        # killed) it reads through the WAL, as SQLite's readers do (``mode=ro``).
+        self.immutable = readonly and not self.path.with_name(self.path.name + "-wal").exists()
         try:
             if readonly:
-                uri = f"file:{self.path}?mode=ro"
+                uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+                uri += "&immutable=1" if self.immutable else ""
                 self._db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,9 +368,7 @@ def experiment_status(directory: Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise AutoscaleError(f"{directory} is not a directory")
     holder = lock_holder(directory)
-    with RunStore(directory / STORE_FILE, readonly=True) as store:
-        records = store.runs()
-        stages = store.stages()
+    records, stages = _read_store(directory / STORE_FILE)
     by_key = {r.key: r for r in records}
 
     def shown(status: str) -> str:
@@ -393,6 +404,35 @@ def experiment_status(directory: Path) -> dict[str, Any]:
         "totals": dict(sorted(totals.items())),
         "ddo": _ddo_summaries(directory),
     }
+
+
+def _read_store(path: Path) -> tuple[list[RunRecord], list[StageRecord]]:
+    """All runs and stages, read without writing into the folder (see ``RunStore``).
+
+    An immutable read assumes the main file does not change while it reads; a run that starts at
+    that moment and folds its WAL into the file would break that, so the read is redone if the file
+    changed under it.
+    """
+    def state() -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    for attempt in range(3):
+        before = state()
+        try:
+            with RunStore(path, readonly=True) as store:
+                records, stages = store.runs(), store.stages()
+                immutable = store.immutable
+        except sqlite3.DatabaseError as exc:  # a torn immutable read: read again
+            if attempt == 2:
+                raise AutoscaleError(f"{path} is not a readable run store: {exc}") from None
+            continue
+        if not immutable or state() == before:
+            break
+    return records, stages
 
 
 def _ddo_summaries(directory: Path) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from autoscale.report.demo import (
     demo_config,
     display_name,
     open_workspace,
+    with_llama_mapping,
     write_config,
 )
 from autoscale.report.results import WeightsAtBudget, format_tokens, mean_and_spread
@@ -157,7 +158,7 @@ def run_bench(
     ups: dict[str, list[float | None]] = {}
     for s in validation["speedups"]:
         ups.setdefault(s["baseline"], []).append(s["speedup"])
-    data = load_experiment(experiment)
+    data = with_llama_mapping(load_experiment(experiment), domains)
     # the held-out check on the weights plot: measured by DDO vs the law's interpolation there
     data = dataclasses.replace(data, mixtures=data.mixtures + (
         WeightsAtBudget("held-out DDO", mid, measured.weights),

@@ -8,7 +8,8 @@ What it does, in order (every step resumable; rerun the same command after an in
 2. ``DIR/demo.yaml``: an ordinary experiment config (`autoscale run DIR/demo.yaml` runs the same
    thing): DDO at two budgets N1 < N2 = 4 N1, the target N3 = 4 N2 (the paper's N2^2/N1), and
    validation at N3 of the predicted mixture against uniform, natural (the corpus's token shares),
-   the DDO mixture of N2 reused as is, and a LLaMA-style mixture (`LLAMA_STYLE`).
+   the DDO mixture of N2 reused as is, and a web-heavy LLaMA-style mixture (`llama_style`; the
+   mapping of LLaMA's sources onto the demo's domains is in `LLAMA_TO_DEMO` and in the report).
 3. The pipeline (`autoscale.experiment.pipeline`) into ``DIR/experiment``; the token store goes to
    ``DIR/store``.
 4. The report (``DIR/report/report.html``).
@@ -40,34 +41,78 @@ from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.report.results import format_tokens
 
-#: The LLaMA-1 pre-training mixture (Touvron et al. 2023), RedPajama source names -> weight.
+#: The LLaMA-1 pre-training mixture (Touvron et al. 2023, table 1), source -> weight (sampling
+#: proportion of tokens).
 LLAMA_WEIGHTS = {
     "common_crawl": 0.67, "c4": 0.15, "github": 0.045, "wikipedia": 0.045, "books": 0.045,
     "arxiv": 0.025, "stackexchange": 0.02,
 }
 
-#: Which demo domain stands in for which RedPajama source (`autoscale.data.demo` builds each
-#: domain as that source's offline analogue): news (State of the Union speeches) is the
-#: CommonCrawl-like bulk of web text, web (the Brown corpus of edited prose) is C4.
+#: Which demo domain receives each LLaMA source's weight. The whole mapping:
+#:
+#: ===============  ======  ============  ======================================================
+#: LLaMA source     weight  demo domain   why
+#: ===============  ======  ============  ======================================================
+#: CommonCrawl      0.67    web           web text
+#: C4               0.15    web           also web text: CommonCrawl filtered to clean English
+#: GitHub           0.045   code
+#: Wikipedia        0.045   encyclopedia
+#: Books            0.045   books
+#: ArXiv            0.025   technical
+#: StackExchange    0.02    qa
+#: (none)           0       news          State of the Union addresses: LLaMA has no such source
+#: ===============  ======  ============  ======================================================
+#:
+#: So the LLaMA-style mixture is web-heavy (0.82 on web with all 7 domains) and puts nothing on
+#: news. A demo domain outside this table gets 0; the weights are renormalised over the domains
+#: present (the quick demo's web, news, code, books: web 0.82/0.91 = 0.90).
 LLAMA_TO_DEMO = {
-    "common_crawl": "news", "c4": "web", "github": "code", "wikipedia": "encyclopedia",
+    "common_crawl": "web", "c4": "web", "github": "code", "wikipedia": "encyclopedia",
     "books": "books", "arxiv": "technical", "stackexchange": "qa",
+}
+
+#: How the report names each LLaMA source.
+LLAMA_SOURCE_NAMES = {
+    "common_crawl": "CommonCrawl", "c4": "C4", "github": "GitHub", "wikipedia": "Wikipedia",
+    "books": "Books", "arxiv": "ArXiv", "stackexchange": "StackExchange",
 }
 
 COMPARISON_NAMES = {"ddo": "DDO {n2} reused", "llama-style": "llama-style"}
 
 
 def llama_style(domains: Sequence[str]) -> dict[str, float]:
-    """The LLaMA-1 weights mapped onto ``domains`` (renormalised over the ones present).
-
-    The mapping is `LLAMA_TO_DEMO`; a domain with no RedPajama counterpart gets weight 0.
-    """
-    inverse = {demo: src for src, demo in LLAMA_TO_DEMO.items()}
-    weights = {d: LLAMA_WEIGHTS.get(inverse.get(d, ""), 0.0) for d in domains}
+    """The LLaMA-1 weights mapped onto ``domains`` by `LLAMA_TO_DEMO` (sources sharing a domain
+    add up; a domain no source maps to gets 0), renormalised over the domains present."""
+    weights = dict.fromkeys(domains, 0.0)
+    for source, w in LLAMA_WEIGHTS.items():
+        if LLAMA_TO_DEMO[source] in weights:
+            weights[LLAMA_TO_DEMO[source]] += w
     total = sum(weights.values())
     if total <= 0:
         raise AutoscaleError(f"no demo domain among {', '.join(domains)} has a LLaMA-mixture counterpart")
     return {d: w / total for d, w in weights.items()}
+
+
+def llama_mapping(domains: Sequence[str]) -> str:
+    """One line for the report: which LLaMA source went to which of ``domains``, with what weight."""
+    by_domain: dict[str, list[str]] = {}
+    for source, w in LLAMA_WEIGHTS.items():
+        by_domain.setdefault(LLAMA_TO_DEMO[source], []).append(f"{LLAMA_SOURCE_NAMES[source]} {w:g}")
+    weights = llama_style(domains)
+    parts = [f"{' + '.join(by_domain[d])} -> {d}" if d in by_domain else f"no LLaMA source -> {d}"
+             for d in domains]
+    dropped = [f"{LLAMA_SOURCE_NAMES[s]} {w:g}" for s, w in LLAMA_WEIGHTS.items() if LLAMA_TO_DEMO[s] not in weights]
+    text = "LLaMA-1 weights (Touvron et al. 2023): " + "; ".join(parts)
+    if dropped:
+        text += f"; not in this run: {', '.join(dropped)}"
+    return text + "; renormalised: " + ", ".join(f"{d} {w:.3f}" for d, w in weights.items())
+
+
+def with_llama_mapping(data: Any, domains: Sequence[str]) -> Any:
+    """``data`` (a `ReportData`) with the LLaMA-style mapping among its facts."""
+    import dataclasses
+
+    return dataclasses.replace(data, facts={**data.facts, "llama-style mixture": llama_mapping(domains)})
 
 
 @dataclass(frozen=True)
@@ -266,7 +311,7 @@ def run_demo(
          f"target {format_tokens(plan.target)}; about {format_tokens(plan.training_tokens())} training tokens")
     config = write_config(out, "demo.yaml", demo_config(plan, source, domains, seed=seed))
     result = run_experiment(config, reporter)
-    data = load_experiment(result.directory)
+    data = with_llama_mapping(load_experiment(result.directory), domains)
     files = write_report(data, out / "report")
     return DemoResult(out, plan, result, data, files.html, time.perf_counter() - started, domains)
 

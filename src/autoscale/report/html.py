@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from autoscale.atomic import write_bytes_atomic
 from autoscale.errors import AutoscaleError
 from autoscale.report.plots import plot_fits, plot_validation, plot_weight_intervals, plot_weights_vs_budget
@@ -25,11 +27,12 @@ PLOTS = {
     "weight_intervals.png": "Each domain's weight with its 95% bootstrap interval (whole seeds resampled, "
     "the same seeds at every budget; the target's interval extrapolates each paired draw). Ringed: held at "
     "its base share because its effects did not stand out from the noise.",
-    "fits.png": "Each domain's measured response to its own amount (x = tokens relative to the base run, "
-    "y = objective relative to the base run) and the fitted power law.",
-    "validation.png": "Validation objective of every mixture trained at the target budget. A star marks "
-    "where the predicted mixture reaches a baseline's final value; the speed-up is the share of the "
-    "baseline's tokens saved.",
+    "fits.png": "Each domain's measured response to its own amount (x axis: the domain's training tokens, "
+    "x times the base run's at that budget; y = objective relative to the base run) and the fitted power law.",
+    "validation.png": "Validation objective of every mixture trained at the target budget: markers are the "
+    "measured points (mean over seeds), lines the curves smoothed as the speed-ups see them; the legend gives "
+    "the measured final value. A star marks where the predicted mixture reaches a baseline's final value; the "
+    "speed-up is the share of the baseline's tokens saved.",
 }
 
 #: what the pipeline's built-in comparison mixtures are
@@ -148,7 +151,7 @@ def _validation_table(data: ReportData) -> str:
         else:
             cls = "good" if u.speedup > 0 else "bad"
             up_text = f'<span class="{cls}">{u.speedup:+.1%}</span>'
-            need = _e(format_tokens(u.steps_to_reach))
+            need = _e(format_tokens(u.tokens_to_reach))
         trained = format_tokens(c.tokens[-1]) if c.tokens else "-"
         rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text])
         classes.append("predicted" if c.name == data.predicted else "")
@@ -156,7 +159,8 @@ def _validation_table(data: ReportData) -> str:
               f"tokens {data.predicted} needs to match", f"speed-up of {data.predicted}"]
     from autoscale.experiment.speedup import describe_smoothing
 
-    note = (f"<p>Speed-ups on curves smoothed by: {_e(describe_smoothing(data.smoothing))}. "
+    note = (f"<p>Speed-ups in training tokens, on the mean curve over seeds, smoothed as the plot's lines: "
+            f"{_e(describe_smoothing(data.smoothing))}. "
             + " ".join(f"<b>{_e(n)}</b>: {_e(t)}." for n, t in COMPARISONS.items()
                        if any(c.name == n for c in data.validation)) + "</p>")
     return _table(header, rows, classes) + note
@@ -170,6 +174,38 @@ def _validated_weights_table(data: ReportData) -> str:
     return "<p>Weights of the validated mixtures:</p>" + _table(["domain"] + [c.name for c in curves], rows)
 
 
+def _domain_finals_table(data: ReportData) -> str:
+    """Mixtures x validation domains: final perplexity (mean over seeds); the lowest per domain marked."""
+    curves = [c for c in data.validation if c.domain_finals]
+    if not curves:
+        return ""
+    domains = list(dict.fromkeys(d for c in curves for d in c.domain_finals))
+    best = {d: min(c.domain_finals[d] for c in curves if d in c.domain_finals) for d in domains}
+    rows, classes = [], []
+    for c in curves:
+        cells = []
+        for d in domains:
+            v = c.domain_finals.get(d)
+            cells.append("-" if v is None else (f'<span class="good">{v:.4g}</span>' if v == best[d] else f"{v:.4g}"))
+        rows.append([_e(c.name)] + cells)
+        classes.append("predicted" if c.name == data.predicted else "")
+    return ("<p>Final validation perplexity per validation domain (mean over seeds; green: the lowest):</p>"
+            + _table(["mixture"] + domains, rows, classes))
+
+
+def _r2_cell(f) -> str:
+    """R^2 of a fit: the recorded one (more than 3 points), else from its residuals ('exact' if all 0)."""
+    if f.r2 is not None:
+        return f"{f.r2:.3f}"
+    res, y = np.asarray(f.residuals, dtype=float), np.asarray(f.y, dtype=float)
+    if res.size == 0 or res.size != y.size:
+        return "-"
+    if np.all(np.abs(res) < 1e-9):
+        return "exact"
+    total = float(np.sum((y - y.mean()) ** 2))
+    return "-" if total <= 0 else f"{1.0 - float(np.sum(res**2)) / total:.3f}"
+
+
 def _fits_table(data: ReportData) -> str:
     rows = []
     for label, per_domain in data.fits.items():
@@ -178,10 +214,23 @@ def _fits_table(data: ReportData) -> str:
             if f is None:
                 continue
             opt = "-" if f.optimum is None else f"{f.optimum:.3g}"
-            rows.append([_e(f"{d}"), _e(label), f"{f.a:.4g}", f"{f.b:.4g}", f"{f.c:.4g}", opt])
+            base = "-" if not f.base_tokens else _e(format_tokens(f.base_tokens))
+            chosen = "-" if f.optimum is None or not f.base_tokens else _e(format_tokens(f.optimum * f.base_tokens))
+            r2 = _r2_cell(f)
+            res = np.asarray(f.residuals, dtype=float)
+            rms = "-" if res.size == 0 else f"{100 * float(np.sqrt(np.mean(res**2))):.2f}%"
+            worst = "-" if res.size == 0 else f"{100 * float(np.max(np.abs(res))):.2f}%"
+            rows.append([_e(f"{d}"), _e(label), f"{f.a:.4g}", f"{f.b:.4g}", f"{f.c:.4g}", str(len(f.x)), r2, rms,
+                         worst, base, opt, chosen])
     if not rows:
         return ""
-    return _table(["domain", "DDO budget", "a", "b", "c", "chosen amount (x)"], rows)
+    return ("<p>Residuals are y - fit(x) in the normalised objective (1 = the base run's), over every run; "
+            "R<sup>2</sup> is over every run too (with replicates it counts run-to-run noise as unexplained). "
+            "With 3 points the 3-parameter curve passes through them when a decreasing convex curve can: "
+            "'exact', where R<sup>2</sup> = 1 says nothing; when none can, the least-squares curve misses them "
+            "and R<sup>2</sup> and the residuals say by how much. '-': not recorded.</p>"
+            + _table(["domain", "DDO budget", "a", "b", "c", "points", "R²", "RMS residual", "max |residual|",
+                      "base tokens (x = 1)", "chosen amount (x)", "chosen tokens"], rows))
 
 
 def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
@@ -199,7 +248,8 @@ def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
     if data.facts:
         parts.append(_table(["setting", "value"], [[_e(k), _e(v)] for k, v in data.facts.items()]))
     if data.validation:
-        parts += ["<h2>Validation at the target budget</h2>", _validation_table(data), _validated_weights_table(data)]
+        parts += ["<h2>Validation at the target budget</h2>", _validation_table(data), _domain_finals_table(data),
+                  _validated_weights_table(data)]
     if data.mixtures:
         parts += ["<h2>Mixtures</h2>", _mixtures_table(data), "<h2>Predicted target mixture</h2>", _predicted_table(data)]
     parts.append("<h2>Plots</h2>")

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autoscale.domains import check_domain_names
 from autoscale.errors import AutoscaleError
+from autoscale.experiment.speedup import curve_tokens
+from autoscale.mixture import Mixture
 from autoscale.report.results import CurveFit, ReportData, ValidationCurve, WeightsAtBudget, format_tokens
 
 _DDO_FILE = re.compile(r"^ddo_(\d+)\.json$")
@@ -28,6 +32,95 @@ def _read_json(path: Path) -> Any:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise AutoscaleError(f"cannot read {str(path)!r}: {exc}") from None
+
+
+# -- the shapes of the files the report reads ------------------------------------------------------
+# field (dotted for nested objects) -> the JSON type it must have when present and not null
+
+_OBJECT, _LIST, _TEXT, _NUMBER = (dict,), (list,), (str,), (int, float)
+_NUMBERS = "a list of numbers"  # a list whose items are all numbers
+_TYPE_NAMES = {_OBJECT: "an object", _LIST: "a list", _TEXT: "a string", _NUMBER: "a number",
+               (dict, list): "an object or a list"}
+
+EXPERIMENT_FIELDS: dict[str, Any] = {
+    "config": _OBJECT, "domains": _LIST, "objective": _TEXT, "data": _TEXT, "config.name": _TEXT,
+    "config.proxy": _OBJECT, "config.proxy.model": _OBJECT, "config.ddo": _OBJECT,
+    "config.ddo.budgets": _NUMBERS, "config.ddo.ratios": _NUMBERS,
+}
+SUMMARY_FIELDS: dict[str, Any] = {
+    "name": _TEXT, "domains": _LIST, "target": _OBJECT, "target.budget": _NUMBER, "runs": _OBJECT,
+    "wall_time_s": _NUMBER,
+}
+DDO_FIELDS: dict[str, Any] = {
+    "mixture": _OBJECT, "fits": _OBJECT, "held": (dict, list), "noise": _OBJECT, "warnings": _LIST,
+    "bounded": _OBJECT, "intervals": _OBJECT, "runs": _OBJECT,
+}
+TARGET_FIELDS: dict[str, Any] = {"mixture": _OBJECT, "held": (dict, list), "intervals": _OBJECT, "warnings": _LIST}
+VALIDATION_FIELDS: dict[str, Any] = {
+    "runs": _OBJECT, "mixtures": _OBJECT, "problems": _LIST, "seeds": _LIST, "objective": _TEXT,
+    "smoothing_weight": _NUMBER,
+}
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for types, name in _TYPE_NAMES.items():
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def check_shape(data: Any, fields: Mapping[str, Any], required: tuple[str, ...] = (), what: str = "file") -> dict:
+    """``data`` as a JSON object whose ``fields`` have their types; raise AutoscaleError naming ``what``.
+
+    ``fields``: field (``a.b`` for a field of an object field) -> a tuple of types or ``_NUMBERS``;
+    checked when present and not null. ``required``: fields that must be present and not null.
+    """
+    if not isinstance(data, dict):
+        raise AutoscaleError(f"{what}: expected a JSON object, got {_kind(data)}")
+    for field, types in fields.items():
+        value: Any = data
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if types is _NUMBERS:
+            ok = isinstance(value, list) and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value)
+        else:
+            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            expected = types if types is _NUMBERS else _TYPE_NAMES.get(types, str(types))
+            got = _kind(value)
+            if types is _NUMBERS and isinstance(value, list):
+                got = "a list holding " + next(_kind(v) for v in value if not isinstance(v, _NUMBER) or
+                                               isinstance(v, bool))
+            raise AutoscaleError(f"{what}: field {field!r} must be {expected}, got {got}")
+    for field in required:
+        if data.get(field) is None:
+            raise AutoscaleError(f"{what}: missing field {field!r}")
+    return data
+
+
+def _record(path: Path, fields: Mapping[str, Any], required: tuple[str, ...] = ()) -> dict | None:
+    """The JSON object in ``path`` checked by :func:`check_shape`; None when there is no such file."""
+    if not path.exists():
+        return None
+    return check_shape(_read_json(path), fields, required, repr(str(path)))
+
+
+@contextmanager
+def _malformed(path: Path):
+    """Deeper shape problems of ``path`` (beyond :func:`check_shape`) as one line naming the file."""
+    try:
+        yield
+    except AutoscaleError as exc:
+        raise AutoscaleError(f"{str(path)!r}: {exc}") from None
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise AutoscaleError(f"{str(path)!r}: malformed ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
 
 def _base_tokens(directory: Path, budget_name: str, domains: tuple[str, ...]) -> dict[str, float] | None:
@@ -52,8 +145,11 @@ def _fits(record: Mapping[str, Any], label: str, base: Mapping[str, float] | Non
             optimum = None
             if base and base.get(d):
                 optimum = float(tokens[d]) / base[d]  # the allocation's amount, relative to the base run
+            r2 = f.get("r2")
             out[d] = CurveFit(label, float(f["a"]), float(f["b"]), float(f["c"]),
-                              tuple(map(float, f["x"])), tuple(map(float, f["y"])), optimum)
+                              tuple(map(float, f["x"])), tuple(map(float, f["y"])), optimum,
+                              base_tokens=(base or {}).get(d) or None, r2=None if r2 is None else float(r2),
+                              residuals=tuple(map(float, f.get("residuals") or ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise AutoscaleError(f"DDO fit of {d!r} at {label}: malformed record ({exc!r})") from None
     return out
@@ -69,17 +165,23 @@ def _curves(validation: Mapping[str, Any]) -> tuple[tuple[ValidationCurve, ...],
             notes.append(f"validation of {name!r}: no completed run with a curve")
             continue
         grid = done[0]["curve"]
-        # x: tokens trained at each evaluation; a trainer that reports none gets steps instead
-        xs = grid.get("tokens") or []
-        if not xs or not any(xs):
-            xs = grid["step"]
+        # x: tokens trained at each evaluation (validation.json of older versions may hold steps
+        # only: scaled to the tokens trained, as the pipeline does for a trainer that reports no tokens)
+        xs = curve_tokens({"curve": [{"step": st, "tokens": t} for st, t in
+                                     zip(grid["step"], grid.get("tokens") or [0] * len(grid["step"]), strict=True)],
+                           "tokens_per_domain": done[0].get("tokens_per_domain")},
+                          budget=(validation.get("mixtures") or {}).get(name, {}).get("budget"))
         same = [e for e in done if len(e["curve"]["objective"]) == len(grid["objective"])]
         y = np.mean([e["curve"]["objective"] for e in same], axis=0)
         finals = [e["final_objective"] for e in same if e.get("final_objective") is not None]
         final = float(np.mean(finals)) if finals else float(y[-1])
         seed = same[0].get("seed") if len(same) == 1 else None
+        # per validation domain, final perplexity: the mean over the seeds that report it
+        per_domain = [e["final_perplexity"] for e in same if e.get("final_perplexity")]
+        domains = list(dict.fromkeys(d for f in per_domain for d in f))
+        domain_finals = {d: float(np.mean([f[d] for f in per_domain if d in f])) for d in domains}
         curves.append(ValidationCurve(name, tuple(map(float, xs)), tuple(map(float, y)), final,
-                                      weights.get(name, {}), seed))
+                                      weights.get(name, {}), seed, domain_finals))
         if len(same) > 1:
             notes.append(f"validation curve of {name!r}: mean over {len(same)} seeds")
     return tuple(curves), notes
@@ -90,8 +192,12 @@ def load_experiment(directory: str | Path) -> ReportData:
     out = Path(directory)
     if not out.is_dir():
         raise AutoscaleError(f"experiment directory {str(out)!r} does not exist")
-    experiment = _read_json(out / "experiment.json") or {}
-    summary = _read_json(out / "summary.json") or {}
+    # every file is checked for its shape first: a malformed one is one line naming it, not a traceback
+    experiment = _record(out / "experiment.json", EXPERIMENT_FIELDS, ("config", "domains")) or {}
+    if experiment:
+        with _malformed(out / "experiment.json"):
+            check_domain_names(experiment["domains"])
+    summary = _record(out / "summary.json", SUMMARY_FIELDS) or {}
     ddo_files = sorted(
         ((int(m.group(1)), p) for p in out.iterdir() if (m := _DDO_FILE.match(p.name))), key=lambda t: t[0]
     )
@@ -105,29 +211,33 @@ def load_experiment(directory: str | Path) -> ReportData:
     noise: dict[str, Any] = {}
     notes: list[str] = []
     for budget, path in ddo_files:
-        record = _read_json(path)
-        weights = (record.get("mixture") or {}).get("weights") or {}
-        if not domains:
-            domains = tuple(weights)
-        label = format_tokens(budget)
-        mixtures.append(WeightsAtBudget("DDO", float(budget), weights, intervals=_intervals(record, path),
-                                        held=tuple(record.get("held") or ())))
-        if isinstance(record.get("noise"), dict):
-            noise[label] = record["noise"]
-        fits[label] = _fits(record, label, _base_tokens(out, str(budget), domains))
-        notes += [f"DDO at {label}: {w}" for w in record.get("warnings", [])]
-        for d, bound in (record.get("bounded") or {}).items():
-            notes.append(f"DDO at {label}: {d} at its {bound}")
-    target = _read_json(out / "target.json")
+        record = _record(path, DDO_FIELDS, ("mixture", "fits"))
+        assert record is not None  # listed above
+        with _malformed(path):
+            weights = Mixture.from_dict(record["mixture"], "'mixture'").weights
+            if not domains:
+                domains = tuple(weights)
+            label = format_tokens(budget)
+            mixtures.append(WeightsAtBudget("DDO", float(budget), weights, intervals=_intervals(record, path),
+                                            held=tuple(record.get("held") or ())))
+            if isinstance(record.get("noise"), dict):
+                noise[label] = record["noise"]
+            fits[label] = _fits(record, label, _base_tokens(out, str(budget), domains))
+            notes += [f"DDO at {label}: {w}" for w in record.get("warnings") or []]
+            for d, bound in (record.get("bounded") or {}).items():
+                notes.append(f"DDO at {label}: {d} at its {bound}")
+    target = _record(out / "target.json", TARGET_FIELDS, ("mixture",))
     if target is not None:
-        mix = target["mixture"]
-        mixtures.append(WeightsAtBudget("predicted", float(mix["budget"]), mix["weights"], measured=False,
-                                        intervals=_intervals(target, out / "target.json"),
-                                        held=tuple(target.get("held") or ())))
-        notes += [f"extrapolation: {w}" for w in target.get("warnings", [])]
-    validation = _read_json(out / "validation.json") or {}
-    curves, more = _curves(validation)
-    notes += more + [f"validation: {p}" for p in validation.get("problems", [])]
+        with _malformed(out / "target.json"):
+            mix = Mixture.from_dict(target["mixture"], "'mixture'")
+            mixtures.append(WeightsAtBudget("predicted", mix.budget, mix.weights, measured=False,
+                                            intervals=_intervals(target, out / "target.json"),
+                                            held=tuple(target.get("held") or ())))
+            notes += [f"extrapolation: {w}" for w in target.get("warnings") or []]
+    validation = _record(out / "validation.json", VALIDATION_FIELDS, ("runs", "mixtures")) or {}
+    with _malformed(out / "validation.json"):
+        curves, more = _curves(validation)
+    notes += more + [f"validation: {p}" for p in validation.get("problems") or []]
     config = experiment.get("config") or {}
     facts = _facts(config, experiment, summary, validation)
     return ReportData(

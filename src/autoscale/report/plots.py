@@ -18,11 +18,21 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from autoscale.errors import AutoscaleError
-from autoscale.experiment.speedup import SpeedUp, smooth
-from autoscale.report.results import CurveFit, ValidationCurve, WeightsAtBudget, format_tokens, speedup
+from autoscale.experiment.speedup import SpeedUp
+from autoscale.report.results import (
+    CurveFit,
+    ValidationCurve,
+    WeightsAtBudget,
+    format_tokens,
+    speedup,
+    validation_line,
+)
 
 DPI = 110
-_FONT = {"axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9}
+# text.parse_math off: labels are user text (domain and mixture names), never mathtext; a name
+# like "$x$" is drawn as written instead of being parsed (or crashing the plot)
+_STYLE = {"axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+          "text.parse_math": False}
 
 
 def domain_colors(domains: Sequence[str]) -> dict[str, tuple[float, ...]]:
@@ -44,11 +54,11 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _styled(fn: Callable[..., bytes]) -> Callable[..., bytes]:
-    """Run a plot function under the report's font sizes (rc values are read as artists are made)."""
+    """Run a plot function under the report's style (rc values are read as artists are made and drawn)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> bytes:
-        with matplotlib.rc_context(_FONT):
+        with matplotlib.rc_context(_STYLE):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -149,9 +159,10 @@ def plt_colors(n: int) -> list[tuple[float, ...]]:
 def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str] | None = None) -> bytes:
     """Small multiples: per domain, the fitted y = (x + a)^(-b) + c of each DDO budget with its points.
 
-    ``fits``: budget label -> domain -> fit. x (relative amount, 1 = base run) is on a log axis; y
-    is the objective relative to the base run. The allocation's chosen amount, when known, is a
-    dotted vertical line. Returns PNG bytes.
+    ``fits``: budget label -> domain -> fit. The x axis (log) is the domain's training tokens, x times
+    the base run's tokens at that budget, when every fit of the panel knows its base tokens; else the
+    relative amount x (1 = base run). y is the objective relative to the base run. The allocation's
+    chosen amount, when known, is a dotted vertical line. Returns PNG bytes.
     """
     if not fits:
         raise AutoscaleError("fits plot: no fitted curves to draw")
@@ -167,30 +178,29 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
     markers = "osD^v<>"
     for k, d in enumerate(doms):
         ax = axes[k // ncols][k % ncols]
-        xmin, xmax = math.inf, -math.inf
-        for lab in labels:
-            f = fits[lab].get(d)
-            if f is not None and f.x:
-                xmin, xmax = min(xmin, min(f.x)), max(xmax, max(f.x))
-        if not math.isfinite(xmin):
+        series = [(j, lab, fits[lab][d]) for j, lab in enumerate(labels) if fits[lab].get(d) is not None]
+        series = [(j, lab, f) for j, lab, f in series if f.x]
+        if not series:
             ax.set_visible(False)
             continue
-        grid = np.geomspace(max(xmin * 0.7, 1e-3), xmax * 1.4, 200)
-        for j, lab in enumerate(labels):
-            f = fits[lab].get(d)
-            if f is None:
-                continue
+        in_tokens = all(f.base_tokens for _, _, f in series)
+        lo = min(min(f.x) * (f.base_tokens if in_tokens else 1.0) for _, _, f in series)
+        hi = max(max(f.x) * (f.base_tokens if in_tokens else 1.0) for _, _, f in series)
+        for j, lab, f in series:
+            scale = f.base_tokens if in_tokens else 1.0
+            grid = np.geomspace(max(min(f.x) * 0.7, 1e-3), max(f.x) * 1.4, 200)
             color = series_colors[lab]
-            ax.plot(grid, f(grid), color=color, lw=1.6, label=lab)
+            ax.plot(grid * scale, f(grid), color=color, lw=1.6, label=lab)
             # later budgets get smaller markers on top, so points at the same place (x = 1) stay visible
-            ax.scatter(f.x, f.y, color=color, marker=markers[j % len(markers)], s=max(14, 50 - 16 * j),
-                       zorder=3 + j, edgecolor="black", linewidth=0.5)
+            ax.scatter(np.asarray(f.x) * scale, f.y, color=color, marker=markers[j % len(markers)],
+                       s=max(14, 50 - 16 * j), zorder=3 + j, edgecolor="black", linewidth=0.5)
             if f.optimum is not None and np.isfinite(f.optimum):
-                ax.axvline(f.optimum, color=color, ls=":", lw=1.2)
+                ax.axvline(f.optimum * scale, color=color, ls=":", lw=1.2)
         ax.set_xscale("log")
-        # plain numbers at a few round amounts; log-axis minor labels would overlap
-        ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 20) if grid[0] <= t <= grid[-1]]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlim(lo * 0.7, hi * 1.4)
+        # a few round values in plain numbers; log-axis minor labels would overlap
+        ticks = _round_ticks(lo * 0.7, hi * 1.4)
+        ax.set_xticks(ticks, [format_tokens(t) if in_tokens else f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(d)
         ax.axhline(1.0, color="0.7", lw=0.8, zorder=0)
@@ -198,7 +208,7 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
         if k % ncols == 0:
             ax.set_ylabel("objective / base")
         if k // ncols == nrows - 1 or k + ncols >= len(doms):
-            ax.set_xlabel("amount / base amount")
+            ax.set_xlabel("tokens of this domain" if in_tokens else "amount / base amount")
     for k in range(len(doms), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     handles, names = axes[0][0].get_legend_handles_labels()
@@ -207,6 +217,19 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
     fig.suptitle("Per-domain response y = (x + a)^(-b) + c: measured points and fit (dotted: chosen amount)",
                  fontsize=11)
     return _png(fig)
+
+
+def _round_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
+    """Round values (1-2-5, else 1-3, else powers of 10) between ``lo`` and ``hi`` > 0, at most ``most``."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks: list[float] = []
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [float(f"{m * 10.0**e:.12g}") for e in decades for m in mantissas if lo <= m * 10.0**e <= hi]
+        if len(ticks) <= most:
+            break
+    if len(ticks) < 2:  # a narrow range: three values rounded to 2 significant digits
+        ticks = sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 5)[1:4]})
+    return ticks
 
 
 @_styled
@@ -218,11 +241,12 @@ def plot_validation(
 ) -> bytes:
     """Validation objective vs training tokens for every mixture at the target budget.
 
-    Lines are the curves smoothed as the speed-ups see them (EMA weight ``smoothing``; the measured
-    points are drawn faintly when it is above 0). For each baseline, a dashed horizontal line marks
-    its final (smoothed) objective and a star on the predicted curve marks where the predicted
-    mixture first reaches it; the box lists the speed-ups (share of the baseline's tokens saved).
-    Returns PNG bytes.
+    Markers are the measured points (mean over seeds); lines are the curves smoothed as the speed-ups
+    see them (`autoscale.experiment.speedup.smooth` with weight ``smoothing``; 0: through the points).
+    The evaluation before training is a marker only (usually above the zoomed axis, then noted). The
+    legend's "final" is the measured final objective. For each baseline, a dashed horizontal line marks
+    its final smoothed objective and a star on the predicted curve marks where the predicted mixture
+    first reaches it; the box lists the speed-ups (share of the baseline's tokens saved). Returns PNG bytes.
     """
     if not curves:
         raise AutoscaleError("validation plot: no validation curves to draw")
@@ -237,13 +261,12 @@ def plot_validation(
     shown: dict[str, np.ndarray] = {}
     for c in order:
         is_pred = c.name == predicted
-        y = smooth(c.objective, smoothing)
-        shown[c.name] = y
-        ax.plot(c.tokens, y, color=colors[c.name], lw=2.4 if is_pred else 1.5,
-                marker="o" if smoothing == 0 and len(c.tokens) <= 30 else None, ms=3,
+        x, line = validation_line(c, smoothing)
+        shown[c.name] = line
+        ax.plot(x, line, color=colors[c.name], lw=2.2 if is_pred else 1.4, alpha=0.9,
                 label=f"{c.name} (final {c.final:.4g})", zorder=4 if is_pred else 2)
-        if smoothing > 0:
-            ax.scatter(c.tokens, c.objective, color=colors[c.name], s=8, alpha=0.35, zorder=1)
+        ax.plot(c.tokens, c.objective, linestyle="none", marker="D" if is_pred else "o", ms=4.5 if is_pred else 4,
+                color=colors[c.name], markeredgecolor="white", markeredgewidth=0.6, zorder=5 if is_pred else 3)
     ups: list[SpeedUp] = []
     if pred is not None:
         for c in curves:
@@ -251,10 +274,10 @@ def plot_validation(
                 continue
             up = speedup(pred, c, smoothing)
             ups.append(up)
-            start = up.steps_to_reach if up.steps_to_reach is not None else c.tokens[0]
+            start = up.tokens_to_reach if up.tokens_to_reach is not None else c.tokens[0]
             ax.hlines(up.baseline_final, start, c.tokens[-1], colors=[colors[c.name]], linestyles="--", lw=1.0)
-            if up.steps_to_reach is not None:
-                ax.plot([up.steps_to_reach], [up.baseline_final], marker="*", ms=13, color=colors[c.name],
+            if up.tokens_to_reach is not None:
+                ax.plot([up.tokens_to_reach], [up.baseline_final], marker="*", ms=13, color=colors[c.name],
                         markeredgecolor="black", zorder=6)
     # the speed-ups go in a box in the corner so they never overlap the curves' ends
     if ups:
@@ -266,7 +289,7 @@ def plot_validation(
                 ha="right", va="top", fontsize=8.5, family="monospace",
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})
     # zoom on the part of the curves where the mixtures differ, not the first steep steps
-    # (both the smoothed and the measured last points must stay in view)
+    # (the lines' and the measured last points must stay in view)
     finals = [float(y[-1]) for y in shown.values() if len(y)]
     finals += [float(c.objective[-1]) for c in curves if c.objective]
     finals = [f for f in finals if np.isfinite(f)]
@@ -274,13 +297,19 @@ def plot_validation(
         lo, hi = min(finals), max(finals)
         span = max(hi - lo, 1e-3 * abs(hi), 1e-9)
         first = [float(np.nanmax(y)) for y in shown.values() if len(y)]
-        ax.set_ylim(lo - 0.8 * span, max(min(hi + 5 * span, max(first)), hi + 0.3 * span))
+        top = max(min(hi + 5 * span, max(first, default=hi)), hi + 0.3 * span)
+        ax.set_ylim(lo - 0.8 * span, top)
+        before = [float(v) for c in curves for t, v in zip(c.tokens, c.objective, strict=True) if t <= 0]
+        if before and max(before) > top:
+            ax.text(0.01, 0.98, f"before training: {max(before):.4g} (above the axis)", transform=ax.transAxes,
+                    ha="left", va="top", fontsize=8, color="0.35", zorder=7,
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.85})
     _token_axis(ax)
     ax.set_xlabel("training tokens")
     ax.set_ylabel(objective_label)
-    where = "smoothed, " if smoothing > 0 else ""
-    ax.set_title(f"Validation at the target budget ({where}stars: the predicted mixture reaches a baseline's final value)",
-                 fontsize=10)
+    how = "lines smoothed, " if smoothing > 0 else ""
+    ax.set_title(f"Validation at the target budget (points measured, {how}stars: the predicted mixture "
+                 "reaches a baseline's final value)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8.5, frameon=True)
     return _png(fig)

@@ -47,6 +47,10 @@ class CurveFit:
 
     ``x``: the domain's amount relative to the base run; ``y``: objective relative to the base run.
     ``optimum``: the amount the allocation chose (same units as ``x``), if known.
+    ``base_tokens``: the domain's training tokens in the base run at this budget (x = 1), if known:
+    the amount ``x`` is ``x * base_tokens`` tokens.
+    ``r2``: coefficient of determination over every point, as DDO records it (None with 3 points);
+    ``residuals``: y - fit(x) per point (empty: not recorded).
     """
 
     label: str
@@ -56,6 +60,9 @@ class CurveFit:
     x: tuple[float, ...]
     y: tuple[float, ...]
     optimum: float | None = None
+    base_tokens: float | None = None
+    r2: float | None = None
+    residuals: tuple[float, ...] = ()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         base = np.asarray(x, dtype=float) + self.a
@@ -68,8 +75,10 @@ class CurveFit:
 class ValidationCurve:
     """Validation objective of one mixture trained at the target budget, at evaluation points.
 
-    ``tokens``: training tokens seen at each point (increasing); ``objective``: the validation
-    objective there (lower is better). ``final`` is the objective at the end of training.
+    ``tokens``: training tokens seen at each point (increasing; 0 for the evaluation before
+    training); ``objective``: the validation objective there (lower is better). ``final`` is the
+    measured objective at the end of training (mean over seeds). ``domain_finals``: validation
+    domain -> final perplexity (mean over seeds), when known.
     """
 
     name: str
@@ -78,13 +87,12 @@ class ValidationCurve:
     final: float
     weights: Mapping[str, float] = field(default_factory=dict)
     seed: int | None = None
+    domain_finals: Mapping[str, float] = field(default_factory=dict)
 
 
 def speedup(curve: ValidationCurve, baseline: ValidationCurve, smoothing: float = 0.0) -> SpeedUp:
-    """Speed-up of ``curve`` over ``baseline`` (the experiment's definition, `autoscale.experiment.speedup`),
-    measured in training tokens: ``steps_to_reach`` and ``baseline_steps`` of the result are tokens.
-
-    Both curves are smoothed alike with the EMA weight ``smoothing`` (0: as measured).
+    """Speed-up of ``curve`` over ``baseline`` in training tokens: the pipeline's `autoscale.experiment.speedup`,
+    both curves smoothed alike with weight ``smoothing`` (0: as measured), as the plot draws them.
     """
     if not curve.tokens or not baseline.tokens:
         raise AutoscaleError(f"validation curve of {curve.name!r} or {baseline.name!r} has no points")
@@ -92,6 +100,18 @@ def speedup(curve: ValidationCurve, baseline: ValidationCurve, smoothing: float 
         (curve.tokens, curve.objective), (baseline.tokens, baseline.objective),
         smoothing=smoothing, names=(curve.name, baseline.name),
     )
+
+
+def validation_line(curve: ValidationCurve, smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The line the validation plot draws for ``curve``: (training tokens, objective smoothed as the
+    speed-ups see it) at the evaluations after training started. The evaluation before training
+    (tokens 0) is a measured point only, neither part of the line nor smoothed into it."""
+    x = np.asarray(curve.tokens, dtype=float)
+    line = smooth(x, curve.objective, smoothing)
+    trained = x > 0
+    if not trained.any():
+        return x, line
+    return x[trained], line[trained]
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,8 @@ class ReportData:
         objective_label: what the objective is ("mean validation loss (nats/token)").
         notes: free lines shown under the title (warnings from fits and extrapolation, settings).
         facts: key -> value pairs shown in a small table (proxy model, corpus, wall time...).
-        smoothing: EMA weight applied to validation curves before speed-ups (0: as measured).
+        smoothing: weight of the smoothing of validation curves (`autoscale.experiment.speedup.smooth`)
+            for the plot and the speed-ups (0: as measured).
         noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
     """
 
@@ -133,7 +154,7 @@ class ReportData:
 
     def smoothed(self, curve: ValidationCurve) -> np.ndarray:
         """``curve``'s objective smoothed as the speed-ups see it."""
-        return smooth(curve.objective, self.smoothing)
+        return smooth(curve.tokens, curve.objective, self.smoothing)
 
     def predicted_curve(self) -> ValidationCurve | None:
         return next((c for c in self.validation if c.name == self.predicted), None)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from autoscale.errors import AutoscaleError
+from autoscale.tokens import token_setting
 from autoscale.yamlfile import read_yaml
 
 
@@ -104,12 +105,16 @@ class TrainConfig(_Strict):
     )
 
 
+#: a whole number of tokens, also written like an option: 8192, 8k, 1.5M (autoscale.tokens)
+WholeTokens = Annotated[int, BeforeValidator(lambda v: token_setting(v, whole=True))]
+
+
 class EvalConfig(_Strict):
     """Per-domain validation: ``points`` evaluations spread over the run (plus one at the start) on at
     most ``max_tokens`` validation tokens per domain (null: the whole validation split)."""
 
     points: int = Field(10, ge=1)
-    max_tokens: int | None = Field(8192, ge=1)
+    max_tokens: WholeTokens | None = Field(8192, ge=1)
     batch_size: int = Field(32, ge=1, description="sequences per evaluation batch")
     seed: int = Field(0, ge=0, description="masked LM: seed of the fixed evaluation masks")
     domains: tuple[str, ...] | None = Field(None, description="validation domains; null: all of the store's")

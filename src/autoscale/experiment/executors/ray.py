@@ -1,11 +1,12 @@
 """The Ray executor: each run a Ray task, on a local cluster or an existing one.
 
-Local (no ``address``): ``ray.init`` starts a private cluster sized to ``workers * num_cpus`` CPUs,
-with the dashboard off (or on 127.0.0.1 when asked), driver log forwarding off so the progress
-display stays readable. Ray's own gRPC ports are Ray's business: since Ray 2.5x they require the
-session token that ``ray.init`` creates. Existing cluster: ``address`` (``auto``, ``host:port``
-or ``ray://host:10001``); the run directories must then be on a filesystem the workers share,
-or interrupted runs restart from scratch (finished ones still come back through Ray).
+Local (no ``address``): ``ray.init`` starts a private cluster sized to ``workers * num_cpus`` CPUs
+on 127.0.0.1: every Ray server (GCS, raylet, object manager, agents, the workers' and the driver's
+gRPC servers, the dashboard when asked) listens on loopback only; driver log forwarding is off so
+the progress display stays readable. Existing cluster: ``address`` (``auto``, ``host:port`` or
+``ray://host:10001``), started by you with ``ray start`` on the interfaces you choose; the run
+directories must then be on a filesystem the workers share, or interrupted runs restart from
+scratch (finished ones still come back through Ray).
 
 Each task asks for ``num_cpus``/``num_gpus`` and trains with ``num_cpus`` torch threads, so tasks
 do not oversubscribe the cores. At most ``workers`` tasks are in flight, so the run store's
@@ -36,6 +37,7 @@ from autoscale.train.config import ProxyConfig
 
 POLL_S = 0.25  # how often the driver looks at finished tasks and progress files
 PROGRESS_EVERY_S = 1.0  # how often a task writes its progress file
+LOOPBACK = "127.0.0.1"
 
 
 def _ray_train(job: RunJob, store_path: str, proxy: dict[str, Any], threads: int) -> RunOutcome:
@@ -52,6 +54,34 @@ def _ray_train(job: RunJob, store_path: str, proxy: dict[str, Any], threads: int
             write_progress(job.run_dir, p)
 
     return train_job(job, store_path, config, on_progress)
+
+
+def _init_on_loopback(ray: Any, **options: Any) -> None:
+    """``ray.init`` of a local cluster whose node address is 127.0.0.1; AutoscaleError if Ray put it
+    elsewhere (then nothing is left running).
+
+    Ray binds its servers to loopback only when the node address is 127.0.0.1, but on Linux it
+    replaces that address with the machine's own (the one other nodes would reach) unless
+    multi-node clusters are off, which is what ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` means. Ray
+    reads that variable once, at import, so its flag is turned off here for this call only.
+    """
+    try:
+        from ray._private import ray_constants  # private, hence the check below
+    except ImportError:
+        ray_constants = None
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if saved is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:  # "local": a new cluster, never one found through RAY_ADDRESS or an earlier `ray start`
+        ray.init(address="local", _node_ip_address=LOOPBACK, **options)
+    finally:
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:
+        ray.shutdown()
+        raise AutoscaleError(f"Ray put its servers on {node}, not {LOOPBACK}, so they would be reachable from "
+                             "other machines; start a cluster yourself (ray start) and give executor.address")
 
 
 class RayExecutor:
@@ -82,8 +112,8 @@ class RayExecutor:
                     ray.init(address=address, **common)
                 else:
                     slots = workers or max(1, int((os.cpu_count() or 1) // num_cpus))
-                    ray.init(num_cpus=math.ceil(slots * num_cpus), num_gpus=None if num_gpus else 0,
-                             dashboard_host="127.0.0.1", **common)
+                    _init_on_loopback(ray, num_cpus=math.ceil(slots * num_cpus), num_gpus=None if num_gpus else 0,
+                                      dashboard_host=LOOPBACK, **common)
             except Exception as exc:  # connection refused, bad address...
                 where = address or "a local cluster"
                 raise AutoscaleError(f"cannot start Ray on {where}: {one_line(exc)}") from None
