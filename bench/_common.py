@@ -32,3 +32,18 @@ def write_section(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(text)
+
+
+def ddo_run_names(perturbed, ratios) -> list[str]:
+    """The runs of a DDO design, by name: ``base`` then ``<domain>_x<ratio>`` for each perturbation."""
+    return ["base"] + [f"{d}_x{r:g}" for d in perturbed for r in ratios]
+
+
+def ddo_run_tokens(name: str, domains, budget: float) -> dict[str, float]:
+    """Training tokens per domain (absolute) of run ``name``: the uniform base of ``budget`` tokens,
+    with one domain scaled by the run's ratio."""
+    tokens = {d: budget / len(domains) for d in domains}
+    if name != "base":
+        domain, ratio = name.rsplit("_x", 1)
+        tokens[domain] *= float(ratio)
+    return tokens

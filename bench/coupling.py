@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, write_section
+from _common import ddo_run_names, ddo_run_tokens, machine, write_section
 
 from autoscale.data import prepare_store
 from autoscale.report.demo import DEFAULT, open_workspace
@@ -58,16 +58,11 @@ BOOTSTRAP_SEED = 0
 
 
 def run_names() -> list[str]:
-    return ["base"] + [f"{d}_x{r:g}" for d in DOMAINS for r in RATIOS]
+    return ddo_run_names(DOMAINS, RATIOS)
 
 
 def mixture(name: str) -> dict[str, float]:
-    """Training tokens per domain (absolute) of run `name`: the uniform base, one domain scaled."""
-    tokens = {d: BASE_TOKENS / len(DOMAINS) for d in DOMAINS}
-    if name != "base":
-        domain, ratio = name.rsplit("_x", 1)
-        tokens[domain] *= float(ratio)
-    return tokens
+    return ddo_run_tokens(name, DOMAINS, BASE_TOKENS)
 
 
 def proxy(order: str, seed: int) -> ProxyConfig:

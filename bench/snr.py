@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import resource
 import shlex
 import sys
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, write_section
+from _common import ddo_run_names, ddo_run_tokens, machine, write_section
 
 from autoscale.data import prepare_store
 from autoscale.report.demo import open_workspace
@@ -58,15 +59,11 @@ SETTINGS = {
 
 
 def run_names() -> list[str]:
-    return ["base"] + [f"{d}_x{r:g}" for d in PERTURBED for r in RATIOS]
+    return ddo_run_names(PERTURBED, RATIOS)
 
 
 def mixture(name: str, budget: float) -> dict[str, float]:
-    tokens = {d: budget / len(DOMAINS) for d in DOMAINS}
-    if name != "base":
-        domain, ratio = name.rsplit("_x", 1)
-        tokens[domain] *= float(ratio)
-    return tokens
+    return ddo_run_tokens(name, DOMAINS, budget)
 
 
 def proxy(model: dict, seed: int) -> ProxyConfig:
@@ -77,11 +74,30 @@ def proxy(model: dict, seed: int) -> ProxyConfig:
     })
 
 
-def study(out: Path, source: Path, say) -> dict:
-    """obj[setting][budget][seed][run] and wall[setting][budget] (CPU seconds of training, all seeds)."""
+def study(out: Path, source: Path, say, train: bool = True) -> dict:
+    """obj[setting][budget][seed][run] and wall[setting][budget] (CPU seconds of training, all seeds).
+
+    ``train=False`` only reads the runs already finished; a setting and budget with any run missing
+    is left out (a partial table while the study is still running).
+    """
+    from autoscale.train.metrics import read_metrics
+
     obj: dict = {}
     wall: dict = {}
     for setting, (vocab, model) in SETTINGS.items():
+        if not train:
+            for budget in BUDGETS:
+                dirs = {(seed, name): out / "runs" / setting.replace(" ", "_") / str(budget) / f"seed{seed}" / name
+                        for seed in SEEDS for name in run_names()}
+                if not all((d / "cpu_seconds.txt").exists() for d in dirs.values()):
+                    continue
+                cell = obj.setdefault(setting, {}).setdefault(budget, {})
+                wall.setdefault(setting, {})[budget] = sum(float((d / "cpu_seconds.txt").read_text())
+                                                          for d in dirs.values())
+                for (seed, name), d in dirs.items():
+                    final = read_metrics(d / "metrics.json").final
+                    cell.setdefault(seed, {})[name] = float(np.mean([final[x].perplexity for x in DOMAINS]))
+            continue
         store = prepare_store({d: source / f"{d}.jsonl" for d in DOMAINS}, out / f"store-{vocab}",
                               vocab_size=vocab, val_tokens=VAL_TOKENS, progress=say)
         for budget in BUDGETS:
@@ -122,7 +138,7 @@ def summarise(cell: dict, wall_s: float) -> dict:
             "merit": float(np.median(snr) ** 2 / minutes)}
 
 
-def report(result: dict, command: str, elapsed: float) -> str:
+def report(result: dict, command: str, elapsed: float, partial: bool = False) -> str:
     lines = [
         "## Signal-to-noise study (`bench/snr.py`)",
         "",
@@ -154,17 +170,25 @@ def report(result: dict, command: str, elapsed: float) -> str:
             if best is None or s["merit"] > best[2]:
                 best = (setting, budget, s["merit"])
     assert best is not None
-    lines += ["", f"Most signal per CPU-minute: **{best[0]} at {best[1]:,} tokens** (merit {best[2]:.1f}).", ""]
+    if partial:
+        missing = [f"{s} at {b:,}" for s in SETTINGS for b in BUDGETS if b not in result["obj"].get(s, {})]
+        lines += ["", f"**Partial table:** the study is still running; not yet finished: {', '.join(missing)}. "
+                  "No design is chosen from a partial table.", ""]
+    else:
+        lines += ["", f"Most signal per CPU-minute: **{best[0]} at {best[1]:,} tokens** (merit {best[2]:.1f}).", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(ROOT / "autoscale-bench-snr"), help="workspace (resumable)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the settings and budgets whose runs are all finished")
     args = parser.parse_args()
     exe = Path(sys.executable)
     python = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else exe.name
-    command = " ".join(shlex.quote(a) for a in [python, "bench/snr.py", *sys.argv[1:]])
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",) if k in os.environ]  # as bench/coupling.py
+    command = " ".join(shlex.quote(a) for a in [*env, python, "bench/snr.py", *sys.argv[1:]])
     started = time.perf_counter()
 
     def say(msg: str) -> None:
@@ -174,8 +198,11 @@ def main() -> None:
     missing = [d for d in DOMAINS if d not in present]
     if missing:
         raise SystemExit(f"the demo corpus lacks {', '.join(missing)}")
-    result = study(out, source, say)
-    write_section(RESULTS, report(result, command, time.perf_counter() - started))
+    result = study(out, source, say, train=not args.report_only)
+    if not result["obj"]:
+        raise SystemExit("no setting has all its runs finished yet")
+    partial = sum(len(b) for b in result["obj"].values()) < len(SETTINGS) * len(BUDGETS)
+    write_section(RESULTS, report(result, command, time.perf_counter() - started, partial))
 
 
 if __name__ == "__main__":
