@@ -112,6 +112,13 @@ def test_end_to_end_gives_ddo_mixtures_a_target_mixture_and_speedups(reference):
     assert 0 < baselines["code_heavy"]["speedup"] < 1
     predicted_curve = validation["runs"]["predicted"][0]["curve"]
     assert len(predicted_curve["step"]) == len(predicted_curve["smoothed"]) >= 3
+    # one validation seed: each baseline gets its gain, honestly "not distinguishable" (noise unknown)
+    gains = {g["baseline"]: g for g in validation["gains"]}
+    assert set(gains) == set(baselines)
+    finals = {n: v[0]["final_objective"] for n, v in validation["runs"].items()}
+    for name, g in gains.items():
+        assert g["mean"] == pytest.approx(1 - finals["predicted"] / finals[name])
+        assert g["seeds"] == 1 and g["interval"] is None and g["verdict"] == "not distinguishable"
 
     summary = read_json(reference / "summary.json")
     assert summary["runs"] == {"completed": 14 + 5}

@@ -57,6 +57,10 @@ def example_data():
         fits={lab: {d: fit(lab, 1.0 + i, 0.5 + 0.3 * i, base_tokens=budget / 4) for i, d in enumerate(DOMAINS)}
               for lab, budget in (("100k", 1e5), ("400k", 4e5))},
         validation=(curve("predicted", 0.0), curve("uniform", 0.05), curve("natural", 0.02)),
+        gains={"uniform": {"baseline": "uniform", "mean": 0.031, "interval": [0.012, 0.05], "seeds": 3,
+                           "verdict": "win"},
+               "natural": {"baseline": "natural", "mean": 0.004, "interval": [-0.01, 0.018], "seeds": 3,
+                           "verdict": "not distinguishable"}},
         objective_label="mean validation loss",
         notes=("fit warning: wiki pinned at the floor",),
     )
@@ -124,10 +128,12 @@ def test_html_is_self_contained_and_every_image_decodes(tmp_path):
     # the tables: mixtures at each budget, the predicted mixture, the validated results
     assert "DDO @ 400k" in page and "predicted @ 1.6M (predicted)" in page
     assert "60.0%" in page  # predicted weight of web
+    assert '<span class="good">+3.1% [+1.2%, +5.0%], 3 seeds: win</span>' in page  # gain with its verdict
+    assert "+0.4% [-1.0%, +1.8%], 3 seeds: not distinguishable" in page
     assert '60.0% <span class="ci">(52.0-67.0)</span>' in page  # with its interval
     assert page.count("<i>held</i>") == 3  # two in the mixtures table, one in the predicted table
     assert "test report &lt;&amp;&gt;" in page  # user text is escaped
-    speedups = re.findall(r'class="good">\+(\d+\.\d)%', page)
+    speedups = re.findall(r'class="good">\+(\d+\.\d)%</span>', page)  # speed-up cells, not gains
     assert len(speedups) == 2
     assert not list(tmp_path.glob("report/.*"))  # no temporary files left behind
 

@@ -99,6 +99,10 @@ def _print_result(result: Any) -> None:
         console.print(f"speed-up of the predicted mixture (smoothing: {validation['smoothing']}):")
     for baseline, value in (validation.get("speedup_mean") or {}).items():
         console.print(f"  over {baseline}: {'not reached' if value is None else f'{value:+.1%}'}")
+    for g in validation.get("gains") or []:
+        ci = "" if g["interval"] is None else f" [{g['interval'][0]:+.1%}, {g['interval'][1]:+.1%}]"
+        console.print(f"  gain in the final objective over {g['baseline']}: {g['mean']:+.1%}{ci} "
+                      f"({g['seeds']} seed{'s' * (g['seeds'] != 1)}): {g['verdict']}")
     for problem in validation.get("problems", []):
         console.print(f"[red]validation: {problem}[/red]")
 

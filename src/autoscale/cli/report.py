@@ -95,8 +95,8 @@ def bench(seeds: int, quick: bool, directory: str | None, corpus: str | None, ou
 
 
 def _width() -> int | None:
-    """The terminal's width, or 160 columns when printing to a file or pipe (rich's default, 80,
+    """The terminal's width, or 200 columns when printing to a file or pipe (rich's default, 80,
     would wrap the table)."""
     import sys
 
-    return None if sys.stdout.isatty() else 160
+    return None if sys.stdout.isatty() else 200

@@ -568,6 +568,7 @@ class _Pipeline:
             "speedups": [s.to_dict() | {"seed": seed} for seed, s in speedups],
             "speedup_mean": _mean_speedups([s for _, s in speedups]),
             "final_perplexity": _mean_final_perplexity(runs),
+            "gains": _gains(runs),
             "problems": problems,
         }
         _write_json(self.out / "validation.json", record)
@@ -605,6 +606,7 @@ class _Pipeline:
                 "speedup_mean": validation["speedup_mean"],
                 "final_perplexity": validation["final_perplexity"],
                 "final_objective": {n: [e.get("final_objective") for e in v] for n, v in validation["runs"].items()},
+                "gains": validation["gains"],
                 "problems": validation["problems"],
             },
             "runs": counts,
@@ -684,6 +686,22 @@ def _prepare_run_dir(job: RunJob, record: Any) -> None:
     (job.run_dir / "metrics.json").unlink(missing_ok=True)
     if record is not None and record.error and record.error.startswith("diverged"):
         (job.run_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def _gains(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The predicted mixture's paired gain over each other validated mixture, with its verdict."""
+    from autoscale.gain import paired_gain
+
+    def finals(entries: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+        return {int(e["seed"]): float(e["final_objective"]) for e in entries
+                if e.get("final_objective") is not None}
+
+    predicted = finals(runs.get("predicted", []))
+    out = []
+    for name, entries in runs.items():
+        if name != "predicted" and (g := paired_gain(name, predicted, finals(entries))) is not None:
+            out.append(g.to_dict())
+    return out
 
 
 def _held_weights(results: Any) -> dict[str, float]:

@@ -320,6 +320,14 @@ def display_name(name: str, plan: DemoPlan) -> str:
     return COMPARISON_NAMES.get(name, name).format(n2=format_tokens(plan.budgets[-1]))
 
 
+def gain_text(g: Mapping[str, Any] | None) -> str:
+    """The verdict cell: gain in the final objective with its 95% interval over seeds."""
+    if not g:
+        return "-"
+    ci = "" if g.get("interval") is None else f" [{g['interval'][0]:+.1%}, {g['interval'][1]:+.1%}]"
+    return f"{g['mean']:+.1%}{ci}: {g['verdict']}"
+
+
 def demo_table(result: DemoResult):
     """A rich table: the DDO mixtures, the predicted one and every validated mixture (weights),
     each validated mixture's final objective and the predicted mixture's speed-up over it."""
@@ -337,9 +345,10 @@ def demo_table(result: DemoResult):
         table.add_column(d, justify="right")
     table.add_column("final ppl", justify="right")
     table.add_column("speed-up of predicted", justify="right")
+    table.add_column("gain of predicted (95% CI): verdict", justify="right")
     for p in sorted((p for p in data.mixtures if p.measured), key=lambda p: p.budget):
         table.add_row(f"DDO at {format_tokens(p.budget)}", format_tokens(p.budget),
-                      *(f"{p.weights.get(d, 0):.3f}" for d in domains), "", "")
+                      *(f"{p.weights.get(d, 0):.3f}" for d in domains), "", "", "")
     ups = {u.baseline: u for u in data.speedups()}
     for curve in data.validation:
         is_pred = curve.name == data.predicted
@@ -350,12 +359,13 @@ def demo_table(result: DemoResult):
             up = "not reached" if u is None or u.speedup is None else f"{u.speedup:+.1%}"
         table.add_row(display_name(curve.name, result.plan), format_tokens(curve.tokens[-1]),
                       *(f"{curve.weights.get(d, 0):.3f}" for d in domains), f"{curve.final:.3f}", up,
+                      "-" if is_pred else gain_text(data.gains.get(curve.name)),
                       style="bold" if is_pred else None)
     if not data.validation:
         target = next((p for p in data.mixtures if not p.measured), None)
         if target is not None:
             table.add_row("predicted", format_tokens(target.budget),
-                          *(f"{target.weights.get(d, 0):.3f}" for d in domains), "", "", style="bold")
+                          *(f"{target.weights.get(d, 0):.3f}" for d in domains), "", "", "", style="bold")
     lines = [f"report: {result.report_html}",
              f"wall time: {result.wall_time_s:.0f} s; experiment: {result.experiment.directory}"]
     return Group(table, Text("\n".join(lines)))

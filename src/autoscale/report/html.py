@@ -153,10 +153,11 @@ def _validation_table(data: ReportData) -> str:
             up_text = f'<span class="{cls}">{u.speedup:+.1%}</span>'
             need = _e(format_tokens(u.tokens_to_reach))
         trained = format_tokens(c.tokens[-1]) if c.tokens else "-"
-        rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text])
+        rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text, _gain_cell(data.gains.get(c.name))])
         classes.append("predicted" if c.name == data.predicted else "")
     header = ["mixture", f"final {data.objective_label}", "tokens trained",
-              f"tokens {data.predicted} needs to match", f"speed-up of {data.predicted}"]
+              f"tokens {data.predicted} needs to match", f"speed-up of {data.predicted}",
+              f"gain of {data.predicted} (95% CI over seeds): verdict"]
     from autoscale.experiment.speedup import describe_smoothing
 
     note = (f"<p>Speed-ups in training tokens, on the mean curve over seeds, smoothed as the plot's lines: "
@@ -164,6 +165,16 @@ def _validation_table(data: ReportData) -> str:
             + " ".join(f"<b>{_e(n)}</b>: {_e(t)}." for n, t in COMPARISONS.items()
                        if any(c.name == n for c in data.validation)) + "</p>")
     return _table(header, rows, classes) + note
+
+
+def _gain_cell(g) -> str:
+    """``+1.2% [-0.4%, +2.8%], 3 seeds: not distinguishable``, coloured by the verdict."""
+    if not g:
+        return "-"
+    ci = "" if g.get("interval") is None else f" [{100 * g['interval'][0]:+.1f}%, {100 * g['interval'][1]:+.1f}%]"
+    cls = {"win": "good", "loss": "bad"}.get(g["verdict"], "")
+    seeds = f"{g['seeds']} seed{'s' * (g['seeds'] != 1)}"
+    return f'<span class="{cls}">{100 * g["mean"]:+.1f}%{_e(ci)}, {seeds}: {_e(g["verdict"])}</span>'
 
 
 def _validated_weights_table(data: ReportData) -> str:

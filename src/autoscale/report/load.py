@@ -252,6 +252,7 @@ def load_experiment(directory: str | Path) -> ReportData:
         facts=facts,
         smoothing=float(validation.get("smoothing_weight") or 0.0),
         noise=noise,
+        gains={str(g["baseline"]): g for g in validation.get("gains") or [] if isinstance(g, dict) and "baseline" in g},
     )
 
 

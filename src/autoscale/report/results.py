@@ -131,6 +131,7 @@ class ReportData:
         smoothing: weight of the smoothing of validation curves (`autoscale.experiment.speedup.smooth`)
             for the plot and the speed-ups (0: as measured).
         noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
+        gains: baseline -> the predicted mixture's paired gain over it (``autoscale.gain.Gain.to_dict()``).
     """
 
     title: str
@@ -144,6 +145,7 @@ class ReportData:
     facts: Mapping[str, str] = field(default_factory=dict)
     smoothing: float = 0.0
     noise: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    gains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def speedups(self) -> tuple[SpeedUp, ...]:
         """Speed-up of the predicted mixture against every other validated mixture (tokens)."""
