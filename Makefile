@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/autoscale demo
 
 # Each script writes bench/results/<name>.md; BENCHMARKS.md is those sections in this order.
-BENCHES := allocation sampler trainer simworld coupling ray_executor
+BENCHES := allocation sampler trainer simworld coupling snr ray_executor
 BENCH_ARGS_sampler := --with-demo
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py $(BENCH_ARGS_$$b) || exit 1; done
