@@ -47,3 +47,27 @@ def ddo_run_tokens(name: str, domains, budget: float) -> dict[str, float]:
         domain, ratio = name.rsplit("_x", 1)
         tokens[domain] *= float(ratio)
     return tokens
+
+
+def bench_command(script: str) -> str:
+    """The command line that ran this bench, as typed from the repository root (with the
+    ``OMP_WAIT_POLICY`` setting when given: it keeps torch fast on a shared machine)."""
+    import shlex
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    exe = Path(sys.executable)
+    python = str(exe.relative_to(root)) if exe.is_relative_to(root) else exe.name
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",) if k in os.environ]
+    return " ".join(shlex.quote(a) for a in [*env, python, script, *sys.argv[1:]])
+
+
+def demo_workspace(directory: str, domains, say) -> tuple[Path, Path]:
+    """The bench folder (created) and the demo corpus folder, which must hold ``domains``."""
+    from autoscale.report.demo import open_workspace
+
+    _plan, out, source, present, _ = open_workspace(directory, False, None, say, "benchmark")
+    missing = [d for d in domains if d not in present]
+    if missing:
+        raise SystemExit(f"the demo corpus lacks {', '.join(missing)}")
+    return out, source

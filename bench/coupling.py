@@ -29,17 +29,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import ddo_run_names, ddo_run_tokens, machine, write_section
+from _common import bench_command, ddo_run_names, ddo_run_tokens, demo_workspace, machine, write_section
 
 from autoscale.data import prepare_store
-from autoscale.report.demo import DEFAULT, open_workspace
+from autoscale.report.demo import DEFAULT
 from autoscale.train import ProxyConfig, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,19 +190,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(ROOT / "autoscale-bench-coupling"), help="workspace (resumable)")
     args = parser.parse_args()
-    exe = Path(sys.executable)
-    python = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else exe.name
-    env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",) if k in os.environ]  # see the docstring
-    command = " ".join(shlex.quote(a) for a in [*env, python, "bench/coupling.py", *sys.argv[1:]])
+    command = bench_command("bench/coupling.py")
     started, load_before = time.perf_counter(), _loadavg()
 
     def say(msg: str) -> None:
         print(msg, flush=True)
 
-    _plan, out, source, present, _ = open_workspace(args.dir, False, None, say, "benchmark")
-    missing = [d for d in DOMAINS if d not in present]
-    if missing:
-        raise SystemExit(f"the demo corpus lacks {', '.join(missing)}")
+    out, source = demo_workspace(args.dir, DOMAINS, say)
     store = prepare_store({d: source / f"{d}.jsonl" for d in DOMAINS}, out / "store",
                           vocab_size=DEFAULT.vocab_size, val_tokens=VAL_TOKENS, progress=say)
     obj, timing, fresh = train_all(store, out / "runs", say)

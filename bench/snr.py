@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import resource
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import ddo_run_names, ddo_run_tokens, machine, write_section
+from _common import bench_command, ddo_run_names, ddo_run_tokens, demo_workspace, machine, write_section
 
 from autoscale.data import prepare_store
-from autoscale.report.demo import open_workspace
 from autoscale.train import ProxyConfig, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,19 +181,13 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the settings and budgets whose runs are all finished")
     args = parser.parse_args()
-    exe = Path(sys.executable)
-    python = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else exe.name
-    env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",) if k in os.environ]  # as bench/coupling.py
-    command = " ".join(shlex.quote(a) for a in [*env, python, "bench/snr.py", *sys.argv[1:]])
+    command = bench_command("bench/snr.py")
     started = time.perf_counter()
 
     def say(msg: str) -> None:
         print(msg, flush=True)
 
-    _plan, out, source, present, _ = open_workspace(args.dir, False, None, say, "benchmark")
-    missing = [d for d in DOMAINS if d not in present]
-    if missing:
-        raise SystemExit(f"the demo corpus lacks {', '.join(missing)}")
+    out, source = demo_workspace(args.dir, DOMAINS, say)
     result = study(out, source, say, train=not args.report_only)
     if not result["obj"]:
         raise SystemExit("no setting has all its runs finished yet")
