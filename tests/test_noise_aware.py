@@ -15,7 +15,7 @@ from autoscale.ddo.noise import assess_noise
 from autoscale.ddo.plan import plan_ddo
 from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
-from autoscale.extrapolate import extrapolate, extrapolate_draws
+from autoscale.extrapolate import extrapolate, extrapolate_draws, held_weights
 from simworld import make_world
 
 BUDGETS = (1e6, 4e6)
@@ -37,10 +37,7 @@ def observed_tables(world, replicates, run_noise=0.0, seed_noise=0.0):
 
 def predict(tables, bootstrap=0):
     results = fit_ddo_budgets(tables, bootstrap=bootstrap)
-    held = {}
-    for r in results.values():
-        held.update(r.mixture.metadata.get("held") or {})
-    options = {"target": TARGET, "hold": held or None}
+    options = {"target": TARGET, "hold": held_weights([r.mixture for r in results.values()])}
     ex = extrapolate([r.mixture for r in results.values()], **options)
     return results, ex, options
 

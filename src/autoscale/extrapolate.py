@@ -255,6 +255,17 @@ def _extrapolate(mixtures: Sequence[Mixture], *, target: float | None, steps: in
     )
 
 
+def held_weights(mixtures: Sequence[Mixture]) -> dict[str, float] | None:
+    """The ``hold`` for ``extrapolate``: domains DDO held at their base share in any input mixture
+    (metadata ``held``, written by ``fit_ddo``), with that share from the largest budget; None if none."""
+    held: dict[str, float] = {}
+    for mx in sorted(mixtures, key=lambda m: m.budget):
+        value = mx.metadata.get("held")
+        if isinstance(value, Mapping):
+            held.update({str(d): w for d, w in value.items()})
+    return held or None
+
+
 def _extrapolate_held(mixtures: Sequence[Mixture], hold: dict[str, float], *, target, steps, min_weight,
                       max_tokens, offsets) -> Extrapolation:
     """The law on the free domains over the budget left by the held ones (see the module docstring)."""

@@ -232,7 +232,7 @@ def predict(mixtures, target, steps, min_weight, max_tokens, offsets, as_json, o
     share stay there at the target, and with `fit --bootstrap` on each input the paired draws are
     extrapolated too, giving a 95% interval per target weight.
     """
-    from autoscale.extrapolate import extrapolate, extrapolate_draws
+    from autoscale.extrapolate import extrapolate, extrapolate_draws, held_weights
     from autoscale.mixture import Mixture
 
     if len(mixtures) < 2:
@@ -255,16 +255,6 @@ def predict(mixtures, target, steps, min_weight, max_tokens, offsets, as_json, o
         mixture = Mixture(mixture.tokens, dict(mixture.metadata) | {
             "intervals": {d: list(v) for d, v in intervals.items()}, "bootstrap_draws": values.round(8).tolist()})
     _emit(mixture, result.warnings, as_json, out, lambda: _print_predict(result, loaded, intervals))
-
-
-def held_weights(mixtures) -> dict[str, float] | None:
-    """Domains DDO held at their base share in any input, with that share (from the largest budget)."""
-    held: dict[str, float] = {}
-    for mx in sorted(mixtures, key=lambda m: m.budget):
-        value = mx.metadata.get("held")
-        if isinstance(value, dict):
-            held.update({str(d): w for d, w in value.items()})
-    return held or None
 
 
 def _draws(rows, mixture, path: str):

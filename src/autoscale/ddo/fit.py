@@ -331,7 +331,7 @@ def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem
         values = np.unique(seeds)
         by_seed = [np.flatnonzero(seeds == v) for v in values]
     weights, gains, failed = [], [], 0
-    even = np.full(len(fits), problem.total / float(problem.cost.sum()))
+    base = np.full(len(fits), problem.held_n)  # the base mixture at this budget
     for _ in range(replicates):
         if by_seed is not None:
             rows = np.concatenate([by_seed[k] for k in rng.integers(0, len(by_seed), size=len(by_seed))])
@@ -348,7 +348,7 @@ def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem
             continue
         tokens = alloc.n * problem.cost
         weights.append(tokens / tokens.sum())
-        gains.append(1.0 - _model_value(refit, alloc.n) / _model_value(refit, even))
+        gains.append(1.0 - _model_value(refit, alloc.n) / _model_value(refit, base))
     if failed == replicates:
         raise AutoscaleError("bootstrap: every resample failed to fit")
     if failed:

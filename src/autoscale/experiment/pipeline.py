@@ -459,14 +459,14 @@ class _Pipeline:
     # --- stage 2: extrapolation ---------------------------------------------------------------------
 
     def extrapolate_stage(self, ddo: Mapping[float, Any]) -> tuple[Mixture, Any]:
-        from autoscale.extrapolate import extrapolate, extrapolate_draws
+        from autoscale.extrapolate import extrapolate, extrapolate_draws, held_weights
 
         self.store.set_stage("extrapolate", "running")
         mixtures = [r.mixture for r in ddo.values()]
         target = self.config.target
-        hold = _held_weights(ddo.values())
+        hold = held_weights(mixtures)
         options = dict(target=target.budget, steps=None if target.budget is not None else 1,
-                       max_tokens=self.setup.caps, offsets=target.offsets, hold=hold or None)
+                       max_tokens=self.setup.caps, offsets=target.offsets, hold=hold)
         ex = extrapolate(mixtures, **options)
         for warning in ex.warnings:
             self.report(Note(f"extrapolate: {warning}"))
@@ -702,14 +702,6 @@ def _gains(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, An
         if name != "predicted" and (g := paired_gain(name, predicted, finals(entries))) is not None:
             out.append(g.to_dict())
     return out
-
-
-def _held_weights(results: Any) -> dict[str, float]:
-    """Held domains and their base share (every budget holds the same domains: fit_ddo_budgets)."""
-    held: dict[str, float] = {}
-    for r in results:
-        held.update(r.mixture.metadata.get("held") or {})
-    return held
 
 
 def _ddo_record(result: Any, budget: float) -> dict[str, Any]:
