@@ -62,12 +62,19 @@ def bench_command(script: str) -> str:
     return " ".join(shlex.quote(a) for a in [*env, python, script, *sys.argv[1:]])
 
 
-def demo_workspace(directory: str, domains, say) -> tuple[Path, Path]:
-    """The bench folder (created) and the demo corpus folder, which must hold ``domains``."""
-    from autoscale.report.demo import open_workspace
+#: The studies (coupling, snr) ran on the demo corpus as it was then, every domain cut to 5 MB; they
+#: keep that corpus, in its own cache folder, so that their stores and runs stay valid.
+STUDY_CORPUS_MB = 5.0
 
-    _plan, out, source, present, _ = open_workspace(directory, False, None, say, "benchmark")
-    missing = [d for d in domains if d not in present]
+
+def demo_workspace(directory: str, domains, say) -> tuple[Path, Path]:
+    """The bench folder (created) and the 5 MB-per-domain demo corpus, which must hold ``domains``."""
+    from autoscale.data.demo import default_data_dir, fetch_demo
+
+    out = Path(directory).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = fetch_demo(default_data_dir() / "demo-5mb", max_mb_per_domain=STUDY_CORPUS_MB, progress=say)
+    missing = [d for d in domains if d not in corpus.domains]
     if missing:
         raise SystemExit(f"the demo corpus lacks {', '.join(missing)}")
-    return out, source
+    return out, corpus.dir

@@ -30,7 +30,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import bench_command, ddo_run_names, ddo_run_tokens, demo_workspace, machine, write_section
+from _common import (
+    STUDY_CORPUS_MB,
+    bench_command,
+    ddo_run_names,
+    ddo_run_tokens,
+    demo_workspace,
+    machine,
+    write_section,
+)
 
 from autoscale.data import prepare_store
 from autoscale.train import ProxyConfig, train_run
@@ -142,7 +150,8 @@ def report(result: dict, command: str, elapsed: float, partial: bool = False) ->
         f"Machine: {machine('torch', 'numpy')}  ",
         f"Date: {datetime.date.today().isoformat()}; this invocation {elapsed / 60:.1f} min.",
         "",
-        f"Demo corpus, {len(DOMAINS)} domains, uniform base; perturbations x{RATIOS[0]:g} and x{RATIOS[1]:g} of "
+        f"Demo corpus as it was when the study ran (every domain cut to {STUDY_CORPUS_MB:g} MB: `bench/_common.py`), "
+        f"{len(DOMAINS)} domains, uniform base; perturbations x{RATIOS[0]:g} and x{RATIOS[1]:g} of "
         f"{' and '.join(PERTURBED)}; seeds {', '.join(map(str, SEEDS))}, coupled sampler; batch "
         f"{_TRAIN['batch_size']} x 128, lr {_TRAIN['lr']:g} cosine; final evaluation on the whole validation split "
         f"({VAL_TOKENS:,} tokens per domain); objective = mean validation perplexity over the {len(DOMAINS)} domains; "

@@ -169,6 +169,24 @@ def test_changed_config_reuses_every_run_whose_key_is_unchanged(reference, tmp_p
         assert "web-x3" not in store.labels("ddo 12000")  # the stage now uses the new plan only
 
 
+def test_ddo_runs_evaluated_once_are_new_runs_and_validation_keeps_its_curves(reference, tmp_path):
+    directory = tmp_path / "final-only"
+    shutil.copytree(reference, directory, ignore=shutil.ignore_patterns(".lock"))
+    config = write_config(tmp_path / "final-only.yaml", reference.parent / "store", ddo={"eval_points": 1},
+                          target={"validate": True, "compare": ["uniform"]})
+    assert run_cli("run", str(config), "--quiet") == 0
+    runs = runs_by_key(directory)
+    new, old = ddo_keys(directory), ddo_keys(reference)
+    assert not new & old  # another evaluation is another run: no key is shared
+    for key in new:
+        assert [p["step"] for p in runs[key].metrics["curve"]][:1] == [0]  # every curve starts untrained
+        assert len(runs[key].metrics["curve"]) == 2  # then only the final evaluation
+    validation = read_json(directory / "validation.json")
+    uniform, before = validation["runs"]["uniform"][0], read_json(reference / "validation.json")["runs"]["uniform"][0]
+    assert uniform["key"] == before["key"]  # validation runs keep the proxy's evaluation: reused
+    assert len(uniform["curve"]["tokens"]) == len(before["curve"]["tokens"]) >= PROXY["eval"]["points"]
+
+
 def _statuses(directory: Path) -> dict[str, str]:
     try:
         with RunStore(directory / STORE_FILE, readonly=True) as store:

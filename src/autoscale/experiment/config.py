@@ -25,6 +25,7 @@ line naming the key and the value. Relative paths are relative to the config fil
       max_epochs: 4                # cap: epochs x unique tokens (a number or {domain: epochs})
       replicates: 1                # seeds per design point (seed, seed+1, ...): measures the noise
       bootstrap: 0                 # resamples of whole seeds for intervals (needs replicates >= 2)
+      eval_points: 1               # DDO runs: the final evaluation only (and step 0, as every curve)
     objective:
       metric: perplexity           # perplexity | loss, per validation domain
       weights: null                # {domain: weight}; null: unweighted mean (the paper's)
@@ -152,6 +153,9 @@ class DDOConfig(_Strict):
     max_epochs: float | dict[str, float] | None = Field(None, description="cap: epochs x unique tokens")
     bootstrap: int = Field(0, ge=0, description="bootstrap resamples for weight intervals")
     replicates: int = Field(1, ge=1, strict=True, description="seeds per design point: seed, seed+1, ...")
+    eval_points: int | None = Field(
+        None, ge=1, strict=True,
+        description="evaluation points of each DDO run (1: the final evaluation only); default proxy.eval.points")
 
     @field_validator("budgets")
     @classmethod
@@ -316,6 +320,8 @@ class ExperimentConfig(_Strict):
                 f"target.budget ({self.target.budget:g}) must exceed the largest DDO budget "
                 f"({self.ddo.budgets[-1]:g})"
             )
+        if self.ddo.eval_points is not None and self.executor.kind == "command":
+            raise ValueError("ddo.eval_points applies to autoscale's trainer, not executor kind 'command'")
         if self.data.store is None:
             if self.ddo.base == "natural" or (self.target.validate_ and "natural" in self.target.compare):
                 raise ValueError("the 'natural' mixture needs data.store (the store's token shares)")

@@ -306,13 +306,17 @@ class _Pipeline:
 
     # --- runs ---------------------------------------------------------------------------------------
 
-    def job(self, stage: str, label: str, tokens: Mapping[str, float], seed: int) -> RunJob:
-        """Register a run of ``tokens`` (absolute, rounded to whole tokens) for ``stage``/``label``."""
+    def job(self, stage: str, label: str, tokens: Mapping[str, float], seed: int,
+            eval_points: int | None = None) -> RunJob:
+        """Register a run of ``tokens`` (absolute, rounded to whole tokens) for ``stage``/``label``;
+        ``eval_points`` overrides the proxy's evaluation points (and so is part of the key)."""
         rounded = tuple((d, int(round(float(tokens[d])))) for d in self.setup.domains)
-        spec = RunSpec(self.setup.data_id, self.setup.trainer, rounded, seed)
+        trainer = self.setup.trainer if eval_points is None else {**self.setup.trainer, "eval_points": eval_points}
+        spec = RunSpec(self.setup.data_id, trainer, rounded, seed)
         self.store.register(spec, stage, label)
         self.keys.add(spec.key)
-        return RunJob(spec.key, f"{stage}: {label}", dict(rounded), seed, self.out / RUNS_DIR / spec.key[:16])
+        return RunJob(spec.key, f"{stage}: {label}", dict(rounded), seed, self.out / RUNS_DIR / spec.key[:16],
+                      eval_points)
 
     def execute(self, stage: str, jobs: Sequence[RunJob]) -> None:
         """Train the jobs not finished yet, retrying failures; every outcome goes to the store."""
@@ -407,8 +411,8 @@ class _Pipeline:
                         eval_names=domains, replicates=replicates, seed=self.config.seed)
         assert plan.seeds is not None
         labels = [run if replicates == 1 else f"{run} seed {seed}" for run, seed in zip(plan.runs, plan.seeds, strict=True)]
-        jobs = [self.job(name, label, dict(zip(domains, plan.tokens[i], strict=True)), int(plan.seeds[i]))
-                for i, label in enumerate(labels)]
+        jobs = [self.job(name, label, dict(zip(domains, plan.tokens[i], strict=True)), int(plan.seeds[i]),
+                         self.config.ddo.eval_points) for i, label in enumerate(labels)]
         self.store.forget_uses(name, set(labels))
         self.execute(name, jobs)
 

@@ -4,25 +4,28 @@ What it does, in order (every step resumable; rerun the same command after an in
 
 1. The corpus: the demo corpus (`autoscale.data.fetch_demo`, cached after the first call) or a
    folder of ``<domain>.jsonl`` files given with ``--corpus``. ``--quick`` takes the first ~1 MB
-   of whole documents of each of its 4 domains, so tokenising is quick too.
+   of whole documents of each domain, so tokenising is quick too.
 2. ``DIR/demo.yaml``: an ordinary experiment config (`autoscale run DIR/demo.yaml` runs the same
-   thing): DDO at two budgets N1 < N2 = 4 N1, the target N3 = 4 N2 (the paper's N2^2/N1), and
-   validation at N3 of the predicted mixture against uniform, natural (the corpus's token shares),
-   the DDO mixture of N2 reused as is, and a web-heavy LLaMA-style mixture (`llama_style`; the
-   mapping of LLaMA's sources onto the demo's domains is in `LLAMA_TO_DEMO` and in the report).
+   thing): the benchmark's design (`autoscale.report.bench`) at a quarter of its budgets.
+   Noise-aware DDO (2 coupled replicates, whole-seed bootstrap) at two budgets N1 < N2 = 4 N1 on
+   3 domains, the target N3 = 4 N2 (the paper's N2^2/N1), and validation at N3 with 3 seeds of the
+   predicted mixture against uniform, natural (the corpus's token shares), the DDO mixture of N2
+   reused as is, and a web-heavy LLaMA-style mixture (`llama_style`; the mapping of LLaMA's
+   sources onto the demo's domains is in `LLAMA_TO_DEMO` and in the report). Every gain has a
+   95% interval over the seeds and a verdict (win / loss / not distinguishable).
 3. The pipeline (`autoscale.experiment.pipeline`) into ``DIR/experiment``; the token store goes to
    ``DIR/store``.
 4. The report (``DIR/report/report.html``).
 
-Sizing (`DEFAULT`, `QUICK`): byte-level tokens (vocabulary 257), which a tiny model learns fast
-and trains ~5x faster than an 8k BPE vocabulary at this width. Costs follow
-(2m + 2.2) (N1 + N2) + 5 N3 training tokens (m domains; 2m + 1 DDO runs per budget at amounts
-0.2/1/3; 5 validation runs), at ~60k tokens/s for the 2-layer 64-wide proxy on 2 CPU cores.
-DEFAULT: m = 7, N1 = 256k -> about 41M tokens, ~14 minutes on a quiet 2-core machine.
-QUICK: m = 4, N1 = 25k -> about 3.1M tokens, under 2 minutes.
+Sizing (`DEFAULT`, `QUICK`): byte-level tokens (vocabulary 257), 2 layers 64 wide: the setting
+with the most signal per CPU-minute in the signal-to-noise study (bench/snr.py). Costs follow
+K (2m + 2.2) (N1 + N2) + 5 S N3 training tokens (K replicates, m domains, S validation seeds),
+at ~60k tokens/s on 2 CPU cores. DEFAULT: m = 3, K = 2, S = 3, N1 = 128k -> about 41M tokens.
+QUICK: N1 = 25k, S = 2 -> about 6M tokens.
 
-The demo corpus caps every domain at the same size (5 MB), so "natural" (the corpus's own token
-shares) is close to uniform here; it is still validated, as the paper's setup asks.
+Each domain of the demo corpus keeps its real size (5.7-19 MB of text), so "natural" (the corpus's
+token shares) differs from uniform, and ``max_epochs`` 4 caps a small domain where a large target
+would repeat it.
 """
 
 from __future__ import annotations
@@ -117,8 +120,14 @@ def with_llama_mapping(data: Any, domains: Sequence[str]) -> Any:
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """One demo setting. Budgets are training tokens; ``slice_mb`` (10^6 bytes of UTF-8 text per
-    domain) cuts the corpus to its first whole documents, None keeps it whole."""
+    """One demo (or benchmark) setting. Budgets are training tokens; ``slice_mb`` (10^6 bytes of
+    UTF-8 text per domain) cuts the corpus to its first whole documents, None keeps it whole.
+
+    ``replicates``: seeds per DDO design point (noise-aware DDO); ``seeds``: validation seeds at the
+    target; ``ddo_eval_points``: evaluation points of a DDO run (1: only the final evaluation, which
+    is all the fit reads); ``max_epochs``: availability cap per domain (epochs of its unique
+    tokens); ``workers``: runs at once (1: inline; more: a local Ray cluster, 1 thread per run).
+    """
 
     name: str
     domains: tuple[str, ...]
@@ -131,35 +140,51 @@ class DemoPlan:
     val_tokens: int = 8192
     slice_mb: float | None = None
     smoothing: float = 0.3
+    replicates: int = 1
+    seeds: tuple[int, ...] = (0,)
+    ddo_eval_points: int | None = 1
+    max_epochs: float | None = 4.0
+    bootstrap: int = 0
+    workers: int = 1
 
     def training_tokens(self, validations: int = 5) -> float:
         """Tokens the whole plan trains: DDO runs at both budgets plus the validation runs."""
         m = len(self.domains)
-        return (2 * m + 2.2) * sum(self.budgets) + validations * self.target
+        return self.replicates * (2 * m + 2.2) * sum(self.budgets) + validations * len(self.seeds) * self.target
 
 
 _TRAIN = {"batch_size": 8, "lr": 3.0e-3, "warmup": 0.05, "schedule": "cosine"}
+_BYTES_L2 = {"kind": "decoder", "n_layer": 2, "d_model": 64, "n_head": 2, "seq_len": 128}
 
+#: The benchmark's design (bench/snr.py chose it) at a quarter of its budgets: 3 domains, noise-aware
+#: DDO with 2 replicates, 3 validation seeds so that every gain has an interval.
 DEFAULT = DemoPlan(
     name="demo",
-    domains=("web", "news", "code", "books", "encyclopedia", "technical", "qa"),
-    budgets=(256_000, 1_024_000),
-    target=4_096_000,
-    model={"kind": "decoder", "n_layer": 2, "d_model": 64, "n_head": 2, "seq_len": 128},
+    domains=("web", "code", "books"),
+    budgets=(128_000, 512_000),
+    target=2_048_000,
+    model=_BYTES_L2,
     train=_TRAIN,
-    eval={"points": 10, "max_tokens": 4096},
+    eval={"points": 8, "max_tokens": None},
+    val_tokens=16_384,
+    replicates=2,
+    seeds=(0, 1, 2),
+    bootstrap=200,
 )
 
 QUICK = DemoPlan(
     name="demo-quick",
-    domains=("web", "news", "code", "books"),
+    domains=("web", "code", "books"),
     budgets=(25_000, 100_000),
     target=400_000,
-    model={"kind": "decoder", "n_layer": 2, "d_model": 64, "n_head": 2, "seq_len": 64},
+    model={**_BYTES_L2, "seq_len": 64},
     train=_TRAIN,
-    eval={"points": 8, "max_tokens": 2048},
-    val_tokens=4096,
+    eval={"points": 8, "max_tokens": None},
+    val_tokens=2048,
     slice_mb=1.0,
+    replicates=2,
+    seeds=(0, 1),
+    bootstrap=50,
 )
 
 
@@ -246,10 +271,22 @@ def prepare_corpus(
 def demo_config(
     plan: DemoPlan, corpus: Path, domains: Sequence[str], *, seed: int = 0, seeds: Sequence[int] | None = None,
     validate: bool = True, budgets: Sequence[float] | None = None, output: str = "experiment",
+    replicates: int | None = None, target: float | None = None, mixtures: Mapping[str, Mapping[str, float]] = (),
 ) -> dict[str, Any]:
     """The experiment config (YAML mapping) of ``plan``; paths other than ``corpus`` are
-    relative to the folder the YAML is written to."""
+    relative to the folder the YAML is written to. Keyword arguments override the plan."""
     threads = max(1, min(2, os.cpu_count() or 1))
+    ddo: dict[str, Any] = {"budgets": [float(b) for b in (budgets or plan.budgets)], "ratios": [0.2, 3.0],
+                           "min_ratio": 0.2, "replicates": replicates or plan.replicates}
+    if ddo["replicates"] > 1 and plan.bootstrap:
+        ddo["bootstrap"] = plan.bootstrap
+    if plan.ddo_eval_points is not None:
+        ddo["eval_points"] = plan.ddo_eval_points
+    if plan.max_epochs is not None:
+        ddo["max_epochs"] = plan.max_epochs
+    executor: dict[str, Any] = {"kind": "inline", "retries": 1}
+    if plan.workers > 1:
+        executor = {"kind": "ray", "retries": 1, "workers": plan.workers, "num_cpus": 1}
     return {
         "name": plan.name,
         "seed": seed,
@@ -257,14 +294,15 @@ def demo_config(
         "data": {"store": "store", "sources": str(corpus), "domains": list(domains),
                  "vocab_size": plan.vocab_size, "val_tokens": plan.val_tokens},
         "proxy": {"model": dict(plan.model), "train": {**plan.train, "threads": threads}, "eval": dict(plan.eval)},
-        "ddo": {"budgets": [float(b) for b in (budgets or plan.budgets)], "ratios": [0.2, 3.0], "min_ratio": 0.2},
+        "ddo": ddo,
         "objective": {"metric": "perplexity"},
         "target": {
-            "budget": float(plan.target), "validate": validate, "compare": ["uniform", "natural", "ddo"],
-            "mixtures": {"llama-style": llama_style(domains)}, "seeds": list(seeds) if seeds else [seed],
+            "budget": float(target or plan.target), "validate": validate, "compare": ["uniform", "natural", "ddo"],
+            "mixtures": {"llama-style": llama_style(domains), **{k: dict(v) for k, v in dict(mixtures).items()}},
+            "seeds": list(seeds) if seeds else [seed + s for s in plan.seeds],
             "smoothing": plan.smoothing,
         },
-        "executor": {"kind": "inline", "retries": 1},
+        "executor": executor,
     }
 
 

@@ -43,6 +43,8 @@ class RunJob:
         tokens: domain -> absolute training tokens requested, in domain order.
         seed: the run's seed.
         run_dir: folder for metrics.json, checkpoint.pt and logs (created by the executor).
+        eval_points: evaluation points of the run's curve, when not the proxy config's (a DDO run
+            needs only its final evaluation: 1). Part of the run key (the pipeline's trainer dict).
     """
 
     key: str
@@ -50,6 +52,7 @@ class RunJob:
     tokens: Mapping[str, int]
     seed: int
     run_dir: Path
+    eval_points: int | None = None
 
     @property
     def budget(self) -> int:

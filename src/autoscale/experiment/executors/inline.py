@@ -30,6 +30,8 @@ def train_job(job: RunJob, store: Any, proxy: ProxyConfig, on_progress: OnProgre
 
     started = time.perf_counter()
     config = proxy.replace(train={"seed": job.seed})
+    if job.eval_points is not None:
+        config = config.replace(eval={"points": job.eval_points})
 
     def progress(step: int, total_steps: int, tokens: int, rate: float) -> None:
         if on_progress is not None:
