@@ -104,7 +104,7 @@ RECORD = BenchPlan(
 
 #: The same design at test size (a couple of minutes).
 QUICK_BENCH = BenchPlan(
-    proxy=dataclasses.replace(QUICK, name="bench-quick", budgets=(10_000, 40_000), target=160_000,
+    proxy=dataclasses.replace(QUICK, name="bench-quick", budgets=(5_000, 20_000), target=80_000,
                               model={**_BYTES_L2, "seq_len": 32}, seeds=(100, 101), bootstrap=50),
     searches=2,
 )
