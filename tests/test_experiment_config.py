@@ -57,6 +57,9 @@ CASES = {
     "ray setting on a command executor": (changed("executor", {"kind": "command", "command": ["./t"], "num_gpus": 1}),
                               "executor.num_gpus is only used with kind 'ray'"),
     "negative weight": (changed("target.mixtures", {"llama": {"web": -1}}), "weight of 'web' must be a finite number"),
+    "no DDO evaluation": (changed("ddo.eval_points", 0), "ddo.eval_points: Input should be greater than or equal to 1"),
+    "DDO evaluation of a user's trainer": (changed("ddo.eval_points", 1),
+                                           "ddo.eval_points applies to autoscale's trainer, not executor kind"),
     # one rule for domain names (autoscale.domains), also without a store
     "comma in a domain": (changed("data.domains", ["a,b", "code"]),
                           "data.domains: domain name 'a,b' contains ','"),
