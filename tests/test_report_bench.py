@@ -2,8 +2,10 @@
 
 import dataclasses
 import html
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autoscale.data.demo import DOMAINS as ALL_DOMAINS
@@ -17,6 +19,8 @@ from autoscale.report.bench import (
     PairedSpeedUps,
     compare,
     held_out_budget,
+    pair_sd,
+    pairs_needed,
     record_markdown,
 )
 from autoscale.report.demo import (
@@ -177,3 +181,9 @@ def test_record_says_so_when_even_the_oracle_does_not_beat_uniform(tmp_path):
     text = record_markdown(result, "autoscale bench")
     assert "n/a (the oracle does not gain over uniform)" in text
     assert "Even DDO run at the target does not beat uniform distinguishably" in text
+    g = result.gains["uniform"]
+    sd = float(np.std([1 - 10.0 / 10.5, 1 - 10.2 / 10.4, 1 - 10.1 / 10.5, 1 - 9.9 / 10.4], ddof=1))
+    assert pair_sd(g) == pytest.approx(sd)
+    effect = result.oracle_gain.mean
+    assert f"would take about {pairs_needed(g, effect)} (search, seed) pairs" in text
+    assert pairs_needed(g, effect) == math.ceil((1.96 * sd / abs(effect)) ** 2)
