@@ -53,7 +53,7 @@ from autoscale.report.demo import (
     DemoPlan,
     demo_config,
     llama_style,
-    prepare_corpus,
+    open_workspace,
     write_config,
 )
 from autoscale.report.results import format_tokens
@@ -226,19 +226,13 @@ def run_bench(
     from autoscale.experiment.pipeline import run_experiment
 
     started = time.perf_counter()
-    note = say or (lambda _msg: None)
     p = plan.proxy
     if p.workers > 1:
         try:
             import ray  # noqa: F401
         except ImportError:
             raise AutoscaleError("the benchmark trains 2 runs at once on Ray: pip install 'autoscale[ray]'") from None
-    out = Path(directory).expanduser().resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AutoscaleError(f"cannot create benchmark folder {str(out)!r}: {exc.strerror}") from None
-    source, domains = prepare_corpus(p, out, corpus, note)
+    out, source, domains, note = open_workspace(directory, p, corpus, say, "benchmark")
     note(f"benchmark: {plan.searches} searches x {p.replicates} replicates, oracle, validation with seeds "
          f"{', '.join(map(str, p.seeds))}; about {format_tokens(plan.training_tokens())} training tokens")
 

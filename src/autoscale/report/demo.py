@@ -224,14 +224,13 @@ def slice_corpus(source: Path, out: Path, domains: Sequence[str], max_mb: float)
 
 def open_workspace(
     directory: str | os.PathLike,
-    quick: bool,
+    plan: DemoPlan,
     corpus: str | os.PathLike | None,
     say: Callable[[str], None] | None,
     what: str,
-) -> tuple[DemoPlan, Path, Path, tuple[str, ...], Callable[[str], None]]:
-    """The plan, the (created) folder, the corpus and its domains, and the message sink of a demo
-    or bench run in ``directory``."""
-    plan = QUICK if quick else DEFAULT
+) -> tuple[Path, Path, tuple[str, ...], Callable[[str], None]]:
+    """The (created) folder, the corpus and its domains, and the message sink of a demo or bench
+    run of ``plan`` in ``directory``."""
     note = say or (lambda _msg: None)
     out = Path(directory).expanduser().resolve()
     try:
@@ -239,7 +238,7 @@ def open_workspace(
     except OSError as exc:
         raise AutoscaleError(f"cannot create {what} folder {str(out)!r}: {exc.strerror}") from None
     source, domains = prepare_corpus(plan, out, corpus, note)
-    return plan, out, source, domains, note
+    return out, source, domains, note
 
 
 def prepare_corpus(
@@ -344,7 +343,8 @@ def run_demo(
     from autoscale.report.load import load_experiment
 
     started = time.perf_counter()
-    plan, out, source, domains, note = open_workspace(directory, quick, corpus, say, "demo")
+    plan = QUICK if quick else DEFAULT
+    out, source, domains, note = open_workspace(directory, plan, corpus, say, "demo")
     note(f"{plan.name}: {len(domains)} domains, DDO at {', '.join(format_tokens(b) for b in plan.budgets)} tokens, "
          f"target {format_tokens(plan.target)}; about {format_tokens(plan.training_tokens())} training tokens")
     config = write_config(out, "demo.yaml", demo_config(plan, source, domains, seed=seed))
