@@ -349,13 +349,13 @@ def compare(
     (search, seed) pair; the "ddo" baseline of search i is its own reused N2 optimum."""
     from autoscale.experiment.speedup import speedup
 
-    own = {f"predicted-{i + 1}" for i in range(1, searches)} | {f"ddo-{i + 1}" for i in range(1, searches)}
+    own = {mixture_of_search(kind, i) for kind in ("predicted", "ddo") for i in range(1, searches)}
     baselines = [n for n in finals if n != "predicted" and n not in own]
     gains: dict[str, Gain] = {}
     per_search: dict[str, tuple[float, ...]] = {}
     ups: dict[str, PairedSpeedUps] = {}
     for base in baselines:
-        pred: dict[int, float] = {}
+        pred: dict[int, float] = {}  # pair index -> final objective (paired_gain pairs by key)
         other: dict[int, float] = {}
         means, values = [], []
         for i in range(searches):
@@ -364,7 +364,8 @@ def compare(
             p_f, b_f = finals.get(p_name, {}), finals.get(b_name, {})
             pairs = sorted(set(p_f) & set(b_f))
             for s in pairs:
-                pred[i * 100_000 + s], other[i * 100_000 + s] = p_f[s], b_f[s]
+                k = len(pred)
+                pred[k], other[k] = p_f[s], b_f[s]
                 pc, bc = curves.get(p_name, {}).get(s), curves.get(b_name, {}).get(s)
                 if pc is not None and bc is not None:
                     values.append(speedup(pc, bc, smoothing=smoothing).speedup)
