@@ -38,8 +38,8 @@ qa             StackExchange        SpamAssassin "easy ham" mailing-list threads
 
 Each domain is a seeded sample of whole documents up to ``max_mb_per_domain`` MB (10^6 bytes of
 UTF-8) of text (default 25: every domain keeps its real size, 5.7-19 MB, so the corpus's natural
-shares differ from uniform as RedPajama's do); documents over 64 KiB are cut at paragraph breaks. E-mail addresses are masked as
-``[email]``. The result is ``DIR/<domain>.jsonl`` (one ``{"text", "source", "id"}`` per line) and
+shares differ from uniform as RedPajama's do); documents over 64 KiB are cut at paragraph breaks.
+E-mail addresses are masked as ``[email]``. The result is ``DIR/<domain>.jsonl`` (one ``{"text", "source", "id"}`` per line) and
 ``DIR/manifest.json`` (per domain: sources with package, version and licence; documents; bytes;
 sha256). A second call with the same settings only re-hashes the files (well under 2 s).
 
