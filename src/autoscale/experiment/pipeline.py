@@ -15,7 +15,7 @@ Stages, in order (each recorded in the run store, each writing its artefacts at 
    their base share); with bootstrap draws, the same law on every paired draw gives intervals.
 3. ``validate`` (if ``target.validate``): train the predicted mixture and every comparison
    mixture at the target budget (each seed), and the paper's speed-up of the predicted one over
-   each comparison, in training tokens (``autoscale.experiment.speedup``).
+   each comparison, in training tokens (``autoscale.speedup``).
 
 Experiment directory layout (everything the report needs)::
 
@@ -74,8 +74,8 @@ from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.executors import Executor, RunJob, RunOutcome, RunProgress, make_executor
 from autoscale.experiment.runstore import STORE_FILE, RunSpec, RunStore, experiment_lock
-from autoscale.experiment.speedup import Objective, SpeedUp, describe_smoothing, metric_value, smooth, speedup
 from autoscale.mixture import Mixture
+from autoscale.speedup import Objective, SpeedUp, describe_smoothing, metric_value, smooth, speedup
 
 RUNS_DIR = "runs"
 

@@ -347,7 +347,7 @@ def compare(
 ) -> tuple[dict[str, Gain], dict[str, tuple[float, ...]], dict[str, PairedSpeedUps]]:
     """Gains and speed-ups of every search's predicted mixture over every baseline, per
     (search, seed) pair; the "ddo" baseline of search i is its own reused N2 optimum."""
-    from autoscale.experiment.speedup import speedup
+    from autoscale.speedup import speedup
 
     own = {mixture_of_search(kind, i) for kind in ("predicted", "ddo") for i in range(1, searches)}
     baselines = [n for n in finals if n != "predicted" and n not in own]

@@ -158,7 +158,7 @@ def _validation_table(data: ReportData) -> str:
     header = ["mixture", f"final {data.objective_label}", "tokens trained",
               f"tokens {data.predicted} needs to match", f"speed-up of {data.predicted}",
               f"gain of {data.predicted} (95% CI over seeds): verdict"]
-    from autoscale.experiment.speedup import describe_smoothing
+    from autoscale.speedup import describe_smoothing
 
     note = (f"<p>Speed-ups in training tokens, on the mean curve over seeds, smoothed as the plot's lines: "
             f"{_e(describe_smoothing(data.smoothing))}. "

@@ -18,9 +18,9 @@ import numpy as np
 
 from autoscale.domains import check_domain_names
 from autoscale.errors import AutoscaleError
-from autoscale.experiment.speedup import curve_tokens
 from autoscale.mixture import Mixture
 from autoscale.report.results import CurveFit, ReportData, ValidationCurve, WeightsAtBudget, format_tokens
+from autoscale.speedup import curve_tokens
 
 _DDO_FILE = re.compile(r"^ddo_(\d+)\.json$")
 

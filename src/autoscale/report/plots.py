@@ -18,7 +18,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from autoscale.errors import AutoscaleError
-from autoscale.experiment.speedup import SpeedUp
 from autoscale.report.results import (
     CurveFit,
     ValidationCurve,
@@ -27,6 +26,7 @@ from autoscale.report.results import (
     speedup,
     validation_line,
 )
+from autoscale.speedup import SpeedUp
 
 DPI = 110
 # text.parse_math off: labels are user text (domain and mixture names), never mathtext; a name
@@ -242,7 +242,7 @@ def plot_validation(
     """Validation objective vs training tokens for every mixture at the target budget.
 
     Markers are the measured points (mean over seeds); lines are the curves smoothed as the speed-ups
-    see them (`autoscale.experiment.speedup.smooth` with weight ``smoothing``; 0: through the points).
+    see them (`autoscale.speedup.smooth` with weight ``smoothing``; 0: through the points).
     The evaluation before training is a marker only (usually above the zoomed axis, then noted). The
     legend's "final" is the measured final objective. For each baseline, a dashed horizontal line marks
     its final smoothed objective and a star on the predicted curve marks where the predicted mixture

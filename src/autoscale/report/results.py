@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from autoscale.errors import AutoscaleError
-from autoscale.experiment.speedup import SpeedUp, smooth
-from autoscale.experiment.speedup import speedup as _speedup
+from autoscale.speedup import SpeedUp, smooth
+from autoscale.speedup import speedup as _speedup
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ValidationCurve:
 
 
 def speedup(curve: ValidationCurve, baseline: ValidationCurve, smoothing: float = 0.0) -> SpeedUp:
-    """Speed-up of ``curve`` over ``baseline`` in training tokens: the pipeline's `autoscale.experiment.speedup`,
+    """Speed-up of ``curve`` over ``baseline`` in training tokens: the pipeline's `autoscale.speedup`,
     both curves smoothed alike with weight ``smoothing`` (0: as measured), as the plot draws them.
     """
     if not curve.tokens or not baseline.tokens:
@@ -128,7 +128,7 @@ class ReportData:
         objective_label: what the objective is ("mean validation loss (nats/token)").
         notes: free lines shown under the title (warnings from fits and extrapolation, settings).
         facts: key -> value pairs shown in a small table (proxy model, corpus, wall time...).
-        smoothing: weight of the smoothing of validation curves (`autoscale.experiment.speedup.smooth`)
+        smoothing: weight of the smoothing of validation curves (`autoscale.speedup.smooth`)
             for the plot and the speed-ups (0: as measured).
         noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
         gains: baseline -> the predicted mixture's paired gain over it (``autoscale.gain.Gain.to_dict()``).

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from autoscale.errors import AutoscaleError
-from autoscale.experiment.speedup import Objective, curve_tokens, smooth, speedup
 from autoscale.report.load import load_experiment
+from autoscale.speedup import Objective, curve_tokens, smooth, speedup
 from cli_helpers import run_cli
 
 TOKENS = np.arange(0, 101, 10.0) * 1000  # evaluations every 10k training tokens, the first before training
