@@ -148,8 +148,9 @@ def optimal_proportions(
                        constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}],
                        options={"ftol": 1e-12, "maxiter": 500})
         r = _project(res.x, lo, hi)
-        if f(r) < best_f:
-            best_r, best_f = r, f(r)
+        value = f(r)
+        if value < best_f:
+            best_r, best_f = r, value
     assert best_r is not None
     return best_r
 

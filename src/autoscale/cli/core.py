@@ -258,14 +258,12 @@ def predict(mixtures, target, steps, min_weight, max_tokens, offsets, as_json, o
 
 
 def _draws(rows, mixture, path: str):
-    import numpy as np
+    from autoscale.ddo.fit import draws_from_rows
 
-    m = len(mixture.domains)
     try:
-        return np.array([[np.nan] * m if row is None else [float(v) for v in row] for row in rows], dtype=float)\
-            .reshape(len(rows), m)
-    except (TypeError, ValueError):
-        raise AutoscaleError(f"mixture {path!r}: bootstrap_draws must be rows of {m} weights (or null)") from None
+        return draws_from_rows(rows, len(mixture.domains))
+    except AutoscaleError as exc:
+        raise AutoscaleError(f"mixture {path!r}: {exc}") from None
 
 
 def _print_predict(result, loaded, intervals) -> None:

@@ -238,6 +238,16 @@ def fit_ddo(
     )
 
 
+def draws_from_rows(rows: list, m: int) -> np.ndarray:
+    """The ``[B, m]`` weights of ``bootstrap_draws`` as JSON holds them: a null row (a failed
+    resample) becomes NaN, so that draw k stays the same resample at every budget."""
+    try:
+        return np.array([[np.nan] * m if row is None else [float(v) for v in row] for row in rows],
+                        dtype=float).reshape(len(rows), m)
+    except (TypeError, ValueError):
+        raise AutoscaleError(f"bootstrap_draws must be rows of {m} weights (or null)") from None
+
+
 def fit_ddo_budgets(tables: Mapping[float, RunsTable], **options) -> dict[float, DDOResult]:
     """DDO at several budgets with one set of held domains: held at any budget means held at all.
 

@@ -254,8 +254,8 @@ def run_bench(
     # 3. search 1 and the validation of every mixture at the target
     extra = {"oracle": oracle.mixture.weights}
     for i, r in searches.items():
-        extra[f"predicted-{i + 1}"] = r.target.weights
-        extra[f"ddo-{i + 1}"] = list(r.ddo.values())[-1].weights
+        extra[mixture_of_search("predicted", i)] = r.target.weights
+        extra[mixture_of_search("ddo", i)] = list(r.ddo.values())[-1].weights
     note("search 1 and the validation at the target")
     _, first = experiment("search-1", seed=plan.search_seed(0), mixtures=extra)
     searches[0] = first
@@ -298,15 +298,15 @@ def _caps(folder: Path) -> dict[str, float] | None:
 
 def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float) -> HeldOut:
     """The law's interpolation at ``mid`` from ``search``'s optima vs DDO run at ``mid``."""
+    from autoscale.ddo.fit import draws_from_rows
     from autoscale.extrapolate import extrapolate, extrapolate_draws, held_weights
     from autoscale.mixture import Mixture
 
     def ddo(folder: Path, budget: float) -> tuple[Mixture, np.ndarray | None]:
         data = json.loads((folder / f"ddo_{int(round(budget))}.json").read_text(encoding="utf-8"))
+        mixture = Mixture.from_dict(data["mixture"])
         raw = data.get("bootstrap_draws")
-        draws = None if not raw else np.array([[np.nan] * len(data["mixture"]["tokens"]) if r is None else r
-                                               for r in raw], dtype=float)
-        return Mixture.from_dict(data["mixture"]), draws
+        return mixture, (draws_from_rows(raw, len(mixture.domains)) if raw else None)
 
     (m1, d1), (m2, d2) = ddo(search, budgets[0]), ddo(search, budgets[1])
     measured, measured_draws = ddo(heldout, mid)
@@ -314,8 +314,7 @@ def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float)
     predicted = extrapolate([m1, m2], **options).mixture
     interval = None
     if d1 is not None and d2 is not None and measured_draws is not None:
-        law_draws, _ = extrapolate_draws([m1, m2], [d1, d2], **options)
-        law = np.array([[np.nan] * len(predicted.weights) if r is None else r for r in law_draws], dtype=float)
+        law, _ = extrapolate_draws([m1, m2], [d1, d2], **options)
         n = min(len(law), len(measured_draws))
         l1 = np.abs(law[:n] - measured_draws[:n]).sum(axis=1)
         l1 = l1[np.isfinite(l1)]
