@@ -36,7 +36,7 @@ import numpy as np
 from _common import bench_command, ddo_run_names, ddo_run_tokens, demo_workspace, machine, write_section
 
 from autoscale.data import prepare_store
-from autoscale.report.demo import DEFAULT
+from autoscale.recipes.demo import DEFAULT
 from autoscale.train import ProxyConfig, train_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ import sys
 import matplotlib.image
 import pytest
 
-from autoscale.report.demo import QUICK, llama_style
+from autoscale.baselines import llama_style
+from autoscale.recipes.demo import QUICK
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -48,7 +48,7 @@ CASES = {
     "negative retries": (changed("executor.retries", -1), "executor.retries: Input should be greater than or equal"),
     "bad base mixture": (changed("ddo.base", "popular"), "ddo.base: Input should be 'uniform' or 'natural'"),
     "reserved mixture name": (changed("target.mixtures", {"uniform": {"web": 1}}), "mixture name 'uniform' is reserved"),
-    "unknown comparison": (changed("target.compare", ["llama"]), "target.compare.0: Input should be"),
+    "unknown comparison": (changed("target.compare", ["llama"]), "target.compare: unknown baseline 'llama'"),
     "bad proxy setting": (changed("proxy", {"model": {"n_layer": 0}}), "proxy.model.n_layer: Input should be greater"),
     "seed given twice": (changed("proxy", {"train": {"seed": 3}}), "proxy.train.seed: give the seed once"),
     "inline without a store": (changed("executor", {"kind": "inline"}), "data.store is required with executor kind"),

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoscale.baselines import LLAMA_TO_DEMO, LLAMA_WEIGHTS, llama_mapping, llama_style
 from autoscale.data.demo import DOMAINS as ALL_DOMAINS
 from autoscale.gain import paired_gain
-from autoscale.report.bench import (
+from autoscale.recipes.bench import (
     PAPER_HELD_OUT_L1,
     QUICK_BENCH,
     RECORD,
@@ -23,16 +24,7 @@ from autoscale.report.bench import (
     pairs_needed,
     record_markdown,
 )
-from autoscale.report.demo import (
-    DEFAULT,
-    LLAMA_TO_DEMO,
-    LLAMA_WEIGHTS,
-    QUICK,
-    demo_config,
-    llama_mapping,
-    llama_style,
-    with_llama_mapping,
-)
+from autoscale.recipes.demo import DEFAULT, QUICK, demo_config, with_llama_mapping
 from autoscale.report.html import render_html
 from autoscale.report.results import ReportData
 
@@ -70,8 +62,8 @@ def test_demo_and_bench_budgets_follow_the_paper_shape():
         n1, n2 = plan.budgets
         assert n2 == 4 * n1 and plan.target == pytest.approx(n2 * n2 / n1)
     config = demo_config(QUICK, Path("/corpus"), QUICK.domains)
-    assert config["target"]["compare"] == ["uniform", "natural", "ddo"]
-    assert set(config["target"]["mixtures"]) == {"llama-style"}
+    assert config["target"]["compare"] == ["uniform", "natural", "ddo", "llama-style"]  # from the baseline registry
+    assert config["target"]["mixtures"] == {}
     assert config["data"]["domains"] == list(QUICK.domains)
     # the noise-aware design: replicates with a bootstrap, DDO runs evaluated once, several seeds
     assert config["ddo"]["replicates"] == 2 and config["ddo"]["bootstrap"] > 0

@@ -48,3 +48,8 @@ def token_setting(value: object, *, whole: bool = False) -> object:
         return parse_tokens(value, "tokens", whole=whole)
     except AutoscaleError as exc:
         raise ValueError(str(exc).removeprefix("tokens: ")) from None
+
+
+def budget_name(budget: float) -> str:
+    """A budget as it appears in stage and file names: the integer token count."""
+    return str(int(round(budget)))

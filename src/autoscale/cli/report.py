@@ -41,7 +41,7 @@ def demo(quick: bool, directory: str | None, seed: int, corpus: str | None, quie
     command after an interruption."""
     from rich.console import Console
 
-    from autoscale.report.demo import demo_table, run_demo
+    from autoscale.recipes.demo import demo_table, run_demo
 
     err = Console(stderr=True)
     default = "autoscale-demo-quick" if quick else "autoscale-demo"
@@ -72,7 +72,7 @@ def bench(quick: bool, directory: str | None, corpus: str | None, out: str, quie
     from rich.console import Console
 
     from autoscale.cli.common import write_atomic
-    from autoscale.report.bench import QUICK_BENCH, RECORD, record_markdown, run_bench
+    from autoscale.recipes.bench import QUICK_BENCH, RECORD, record_markdown, run_bench
 
     err = Console(stderr=True)
     default = "autoscale-bench-quick" if quick else "autoscale-bench"

@@ -57,60 +57,36 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from autoscale.domains import domain_name_problem
+from autoscale.baselines import BASELINES
 from autoscale.errors import AutoscaleError
-from autoscale.tokens import token_setting
+from autoscale.methods import METHODS
+from autoscale.methods.autoscale import DDOConfig  # noqa: F401  (AutoScale's section, importable from here)
+from autoscale.settings import Strict as _Strict
+from autoscale.settings import Tokens
+from autoscale.settings import check_names as _check_names
+from autoscale.settings import check_weights as _check_weights
 from autoscale.train.config import ProxyConfig, WholeTokens
 from autoscale.yamlfile import read_yaml
 
+#: the comparisons validated when target.compare is not given (ddo only with AutoScale)
 BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
+#: names a user mixture may not take: the baselines' and the methods' own mixtures
+RESERVED_NAMES = (*BASELINES, *(m.mixture for m in METHODS.values()), *METHODS)
 # What a command template may refer to; `tokens` and `weights` are indexed by domain: {tokens[web]}.
 PLACEHOLDERS = (
     "run_dir", "mixture_json", "budget", "seed", "key", "label", "store", "domains", "tokens", "weights",
 )
-
-
-#: a number of tokens, also written like an option: 2.0e6, 2M, 1.2B (autoscale.tokens)
-Tokens = Annotated[float, BeforeValidator(token_setting)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_weights(value: dict[str, float] | None, what: str = "") -> dict[str, float] | None:
-    prefix = f"{what}: " if what else ""
-    if value is None:
-        return None
-    if not value:
-        raise ValueError(f"{prefix}weights must name at least one domain")
-    _check_names(value, prefix)
-    for name, w in value.items():
-        if not w >= 0 or w == float("inf"):
-            raise ValueError(f"{prefix}weight of {name!r} must be a finite number >= 0, got {w!r}")
-    if sum(value.values()) <= 0:
-        raise ValueError(f"{prefix}weights must not all be 0")
-    return value
-
-
-def _check_names(names: Any, prefix: str = "") -> None:
-    """Domain names follow the one rule of ``autoscale.domains`` (ValueError: pydantic reports it)."""
-    for name in names:
-        problem = domain_name_problem(name)
-        if problem is not None:
-            raise ValueError(f"{prefix}domain name {name!r} {problem}")
 
 
 class DataConfig(_Strict):
@@ -143,53 +119,6 @@ class DataConfig(_Strict):
         return v
 
 
-class DDOConfig(_Strict):
-    """Direct Data Optimization at two or more affordable budgets (METHOD.md section 2)."""
-
-    budgets: list[Tokens] = Field(min_length=2, description="tokens, increasing")
-    ratios: list[float] = Field([0.2, 3.0], min_length=2, description="relative to the base amount")
-    base: Literal["uniform", "natural"] | dict[str, float] = "uniform"
-    min_ratio: float = Field(0.2, ge=0, lt=1, description="floor, relative to the base amount")
-    max_epochs: float | dict[str, float] | None = Field(None, description="cap: epochs x unique tokens")
-    bootstrap: int = Field(0, ge=0, description="bootstrap resamples for weight intervals")
-    replicates: int = Field(1, ge=1, strict=True, description="seeds per design point: seed, seed+1, ...")
-    eval_points: int | None = Field(
-        None, ge=1, strict=True,
-        description="evaluation points of each DDO run (1: the final evaluation only); default proxy.eval.points")
-
-    @field_validator("budgets")
-    @classmethod
-    def _budgets(cls, v: list[float]) -> list[float]:
-        if any(not (b > 0 and b != float("inf")) for b in v):
-            raise ValueError(f"budgets must be positive token counts, got {v}")
-        if any(b2 <= b1 for b1, b2 in zip(v, v[1:], strict=False)):
-            raise ValueError(f"budgets must be strictly increasing, got {v}")
-        return v
-
-    @field_validator("ratios")
-    @classmethod
-    def _ratios(cls, v: list[float]) -> list[float]:
-        if any(not (r > 0 and r != float("inf")) or r == 1 for r in v):
-            raise ValueError(f"ratios must be positive, finite and not 1 (the base run), got {v}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"ratios must be distinct, got {v}")
-        return v
-
-    @field_validator("base")
-    @classmethod
-    def _base(cls, v: Any) -> Any:
-        return _check_weights(v) if isinstance(v, dict) else v
-
-    @field_validator("max_epochs")
-    @classmethod
-    def _epochs(cls, v: Any) -> Any:
-        values = v.values() if isinstance(v, dict) else ([] if v is None else [v])
-        _check_names(v if isinstance(v, dict) else ())
-        if any(not (e > 0 and e != float("inf")) for e in values):
-            raise ValueError(f"max_epochs must be positive and finite, got {v}")
-        return v
-
-
 class ObjectiveConfig(_Strict):
     """What the fit minimises: a weighted mean over validation domains of ``metric``."""
 
@@ -208,7 +137,8 @@ class TargetConfig(_Strict):
     budget: Tokens | None = Field(None, gt=0, description="tokens; null: the paper's N2^2/N1 rule")
     offsets: bool = Field(False, description="apply the law to tokens + the DDO offsets a_i (not the paper's)")
     validate_: bool = Field(False, alias="validate")
-    compare: list[Literal["uniform", "natural", "ddo"]] = list(BUILTIN_COMPARISONS)
+    compare: list[str] | None = Field(
+        None, description="baselines (autoscale.baselines); default uniform, natural and ddo (ddo with AutoScale)")
     mixtures: dict[str, dict[str, float]] = Field(default_factory=dict, description="name -> weights")
     seeds: list[int] | None = Field(None, min_length=1)
     smoothing: float = Field(0.6, ge=0, lt=1, description="curve smoothing weight: neighbours k evaluations away weigh w^k")
@@ -219,14 +149,19 @@ class TargetConfig(_Strict):
     @classmethod
     def _mixtures(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         for name, weights in v.items():
-            if name in (*BUILTIN_COMPARISONS, "predicted"):
+            if name in RESERVED_NAMES:
                 raise ValueError(f"mixture name {name!r} is reserved; choose another")
             _check_weights(weights, f"mixtures.{name}")
         return v
 
     @field_validator("compare")
     @classmethod
-    def _compare(cls, v: list[str]) -> list[str]:
+    def _compare(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        unknown = [name for name in v if name not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline {unknown[0]!r} (known: {', '.join(BASELINES)})")
         if len(set(v)) != len(v):
             raise ValueError(f"compare lists a mixture twice: {v}")
         return v
@@ -286,21 +221,31 @@ def _check_placeholders(arg: str) -> None:
             )
 
 
-class ExperimentConfig(_Strict):
-    """The whole experiment; see the module docstring for the YAML form."""
+class _Experiment(_Strict):
+    """The settings common to every method; `ExperimentConfig` adds each method's section."""
 
     name: str | None = None
     seed: int = Field(0, ge=0)
     output: Path | None = None
     data: DataConfig
     proxy: ProxyConfig = ProxyConfig()
-    ddo: DDOConfig
+    methods: list[str] = Field(["autoscale"], min_length=1, description="mixing methods to run and compare")
     objective: ObjectiveConfig = ObjectiveConfig()
     target: TargetConfig = TargetConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r} (known: {', '.join(METHODS)})")
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods lists a method twice: {v}")
+        return v
+
     @model_validator(mode="after")
-    def _consistent(self) -> ExperimentConfig:
+    def _consistent(self) -> _Experiment:
         if self.proxy.store is not None:
             raise ValueError("proxy.store: give the store once, as data.store")
         if "seed" in self.proxy.train.model_fields_set:
@@ -315,19 +260,52 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.vocab_size and data.val_tokens only apply with data.sources")
         if self.data.sources is None and self.data.text_fields:
             raise ValueError("data.text_fields only apply with data.sources")
-        if self.target.budget is not None and self.target.budget <= self.ddo.budgets[-1]:
-            raise ValueError(
-                f"target.budget ({self.target.budget:g}) must exceed the largest DDO budget "
-                f"({self.ddo.budgets[-1]:g})"
-            )
-        if self.ddo.eval_points is not None and self.executor.kind == "command":
-            raise ValueError("ddo.eval_points applies to autoscale's trainer, not executor kind 'command'")
+        for method in METHODS.values():
+            given = method.section in self.model_fields_set and getattr(self, method.section) is not None
+            if given and method.name not in self.methods:
+                raise ValueError(f"{method.section}: settings of method {method.name!r}, which is not in methods "
+                                 f"({', '.join(self.methods)})")
+            if method.name in self.methods and getattr(self, method.section) is None:
+                raise ValueError(f"missing required setting {method.section!r} (the settings of method {method.name!r})")
+        if "autoscale" not in self.methods:
+            if self.target.budget is None:
+                raise ValueError("target.budget is required when autoscale is not among the methods "
+                                 "(its default, N2^2/N1, is AutoScale's)")
+            if self.target.compare is not None and "ddo" in self.target.compare:
+                raise ValueError("target.compare: 'ddo' (AutoScale's DDO optimum reused) needs autoscale among the methods")
+        for name, settings in self.method_settings.items():
+            largest = max(METHODS[name].search_budgets(settings))
+            if self.target.budget is not None and self.target.budget <= largest:
+                section = METHODS[name].section
+                raise ValueError(f"target.budget ({self.target.budget:g}) must exceed the largest {section} budget "
+                                 f"({largest:g})")
+            if getattr(settings, "eval_points", None) is not None and self.executor.kind == "command":
+                raise ValueError(f"{METHODS[name].section}.eval_points applies to autoscale's trainer, "
+                                 "not executor kind 'command'")
         if self.data.store is None:
-            if self.ddo.base == "natural" or (self.target.validate_ and "natural" in self.target.compare):
+            if self.ddo_base == "natural" or (self.target.validate_ and "natural" in self.comparisons):
                 raise ValueError("the 'natural' mixture needs data.store (the store's token shares)")
-            if self.ddo.max_epochs is not None:
-                raise ValueError("ddo.max_epochs needs data.store (unique tokens per domain)")
+            for name, settings in self.method_settings.items():
+                if getattr(settings, "max_epochs", None) is not None:
+                    raise ValueError(f"{METHODS[name].section}.max_epochs needs data.store (unique tokens per domain)")
         return self
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        """Selected method -> its settings, in the order of ``methods``."""
+        return {name: getattr(self, METHODS[name].section) for name in self.methods}
+
+    @property
+    def ddo_base(self) -> Any:
+        ddo = getattr(self, "ddo", None)
+        return None if ddo is None else ddo.base
+
+    @property
+    def comparisons(self) -> list[str]:
+        """The baselines validated beside the methods' mixtures (``target.compare`` or the default)."""
+        if self.target.compare is not None:
+            return list(self.target.compare)
+        return [b for b in BUILTIN_COMPARISONS if b != "ddo" or "autoscale" in self.methods]
 
     @property
     def seeds(self) -> list[int]:
@@ -337,10 +315,11 @@ class ExperimentConfig(_Strict):
     def check_domains(self, domains: tuple[str, ...]) -> None:
         """Raise AutoscaleError if a domain named in the config is not among ``domains``."""
         named: list[tuple[str, dict[str, Any]]] = [("objective.weights", self.objective.weights or {})]
-        if isinstance(self.ddo.base, dict):
-            named.append(("ddo.base", self.ddo.base))
-        if isinstance(self.ddo.max_epochs, dict):
-            named.append(("ddo.max_epochs", self.ddo.max_epochs))
+        for name, settings in self.method_settings.items():
+            section = METHODS[name].section
+            for key in ("base", "max_epochs"):
+                if isinstance(getattr(settings, key, None), dict):
+                    named.append((f"{section}.{key}", getattr(settings, key)))
         named += [(f"target.mixtures.{n}", w) for n, w in self.target.mixtures.items()]
         for where, mapping in named:
             unknown = [d for d in mapping if d not in domains]
@@ -348,10 +327,18 @@ class ExperimentConfig(_Strict):
                 raise AutoscaleError(
                     f"{where}: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})"
                 )
-        if isinstance(self.ddo.base, dict):
-            missing = [d for d in domains if self.ddo.base.get(d, 0) <= 0]
+        if isinstance(self.ddo_base, dict):
+            missing = [d for d in domains if self.ddo_base.get(d, 0) <= 0]
             if missing:
                 raise AutoscaleError(f"ddo.base: domain {missing[0]!r} needs a positive weight")
+
+
+#: The whole experiment: the common settings plus one optional section per method of the registry
+#: (``ddo:`` for AutoScale, ...), required when the method is selected. See the module docstring.
+ExperimentConfig = create_model(
+    "ExperimentConfig", __base__=_Experiment, __module__=__name__,
+    **{m.section: (m.Settings | None, None) for m in METHODS.values()},  # type: ignore[call-overload]
+)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

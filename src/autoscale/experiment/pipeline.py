@@ -1,57 +1,28 @@
-"""The AutoScale pipeline, end to end and resumable: DDO at each budget, extrapolation, validation.
+"""The pipeline, end to end and resumable: every selected method's search, its mixture, validation.
 
 Stages, in order (each recorded in the run store, each writing its artefacts at once):
 
-1. ``ddo <budget>`` for every DDO budget: plan the base run and the one-domain perturbations
-   (``plan_ddo``), ``ddo.replicates`` times with seeds seed, seed+1, ... (each seed's runs are
-   coupled: same initialisation, and unchanged domains see the same data at the same relative point
-   of the run), train those not finished yet, build the runs table (with its seed column) from the
-   tokens each run ACTUALLY trained (metrics ``tokens_per_domain``) and its final validation
-   numbers. Once every budget is trained, fit them together (``fit_ddo_budgets``): noise and paired
-   effects per domain, domains held at their base share (at every budget when held at any), the
-   per-domain power laws and the allocation with floors and caps; bootstrap draws resample whole
-   seeds, the same seeds at every budget.
-2. ``extrapolate``: the AutoScale law from the DDO optima to the target budget (held domains keep
-   their base share); with bootstrap draws, the same law on every paired draw gives intervals.
-3. ``validate`` (if ``target.validate``): train the predicted mixture and every comparison
-   mixture at the target budget (each seed), and the paper's speed-up of the predicted one over
-   each comparison, in training tokens (``autoscale.speedup``).
+1. Each method's search (`autoscale.methods`; AutoScale's are ``ddo <budget>``): the runs its design
+   asks for, trained through the configured executor unless the run store has them (a run two
+   designs share, same data, trainer, tokens and seed, is trained once). After each stage the
+   method checks what finished (AutoScale: every domain keeps 3 points) and its runs table is
+   written.
+2. Each method's result: its mixture at the target and its diagnostics (AutoScale: the DDO fits of
+   every budget together, then the law to the target: stages ``ddo <budget>`` and ``extrapolate``).
+3. ``validate`` (if ``target.validate``): train every method's mixture and every baseline
+   (`autoscale.baselines`, and the user's mixtures) at the target budget (each seed), and the
+   paper's speed-up of each method's mixture over each baseline, in training tokens
+   (``autoscale.speedup``).
 
-Experiment directory layout (everything the report needs)::
-
-    DIR/experiment.json          the resolved config of the last `autoscale run`, with the domains,
-                                 the data identity, the caps and the objective used
-    DIR/runs.sqlite              the run store (SQLite, WAL; -wal/-shm beside it while open)
-    DIR/.lock                    held (flock) while an `autoscale run` works here; holds its pid
-    DIR/runs/<key16>/            one folder per run (first 16 hex digits of its key):
-                                 metrics.json, checkpoint.pt while unfinished, mixture.json and
-                                 stdout.log/stderr.log (command executor), progress.json
-    DIR/runs_<budget>.csv        DDO runs table at <budget> tokens (completed runs; tokens actually
-                                 trained; eval.<domain> = that domain's final validation metric)
-    DIR/ddo_<budget>.json        DDO result: mixture (tokens, weights, budget), fits per domain
-                                 (a, b, c, x, y, residuals, r2), bounded and held domains, predicted
-                                 and base objective, noise (effects, replicates needed and their
-                                 cost), bootstrap intervals and draws, warnings, run keys, failed runs
-    DIR/target.json              the extrapolated mixture at the target, the law's s, method, held
-                                 domains, intervals and draws (with bootstrap), warnings
-    DIR/validation.json          per validated mixture and seed: run key, run dir, tokens, final
-                                 objective, final perplexity per validation domain, curve (steps,
-                                 tokens, objective, smoothed); speed-ups in training tokens; the
-                                 per-domain final perplexities' mean over seeds
-    DIR/summary.json             domains, budgets, DDO weights, target weights, speed-ups, run counts,
-                                 timings, smoothing, objective: the numbers of the report
-
-The files describe the last `autoscale run`: DDO files of budgets no longer configured are removed,
-and validation.json too when validation is off. The run store keeps every run ever trained.
-
-``<budget>`` is the integer token count. All token counts are absolute tokens; weights sum to 1.
+The experiment folder's layout is `autoscale.experiment.folder`'s. All token counts are absolute
+tokens; weights sum to 1.
 
 Faults: a run that fails or diverges is retried ``executor.retries`` times, then recorded
-``failed``; a DDO fit goes on without it only if every domain keeps 3 points (the base run and
-two of its perturbations), else one error names the missing runs. Ctrl-C (or SIGTERM via the CLI)
-marks running runs ``interrupted`` and re-raises ``KeyboardInterrupt``; a rerun resumes them from
-their checkpoints. A run whose key is unchanged is never trained again, whatever else changed.
-Progress goes to ``reporter`` (a callable taking the event dataclasses below); nothing is printed.
+``failed``; a method goes on without it only if its check passes, else one error names the
+failed runs. Ctrl-C (or SIGTERM via the CLI) marks running runs ``interrupted`` and re-raises
+``KeyboardInterrupt``; a rerun resumes them from their checkpoints. A run whose key is unchanged is
+never trained again, whatever else changed. Progress goes to ``reporter`` (a callable taking the
+event dataclasses below); nothing is printed.
 """
 
 from __future__ import annotations
@@ -68,17 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from autoscale.atomic import write_text_atomic
+from autoscale.baselines import BASELINES
 from autoscale.domains import check_mixture_domains
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.executors import Executor, RunJob, RunOutcome, RunProgress, make_executor
-from autoscale.experiment.runstore import STORE_FILE, RunSpec, RunStore, experiment_lock
+from autoscale.experiment.folder import METRICS, ExperimentFolder
+from autoscale.experiment.runstore import RunSpec, RunStore, experiment_lock
+from autoscale.methods import METHODS
+from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, Stage
 from autoscale.mixture import Mixture
 from autoscale.speedup import Objective, SpeedUp, describe_smoothing, metric_value, smooth, speedup
-
-RUNS_DIR = "runs"
-
 
 # --- progress events (the CLI renders them) ---------------------------------------------------------
 
@@ -122,8 +93,10 @@ Reporter = Callable[[Any], None]
 class ExperimentResult:
     """What `run_experiment` produced; the files in ``directory`` hold the same and more.
 
-    ``ddo``: budget (tokens) -> optimal mixture; ``target``: the extrapolated mixture;
-    ``speedups``: the predicted mixture against each comparison (one per comparison and seed).
+    ``mixtures``: method -> its mixture at the target; ``ddo``: AutoScale's budget (tokens) ->
+    optimal mixture (empty without AutoScale); ``target``: AutoScale's extrapolated mixture (else
+    the first method's); ``speedups``: each method's mixture against each baseline (one per
+    baseline and seed).
     """
 
     directory: Path
@@ -131,6 +104,7 @@ class ExperimentResult:
     target: Mixture
     speedups: tuple[SpeedUp, ...] = ()
     summary: Mapping[str, Any] = field(default_factory=dict)
+    mixtures: Mapping[str, Mixture] = field(default_factory=dict)
 
 
 # --- the experiment's fixed facts -------------------------------------------------------------------
@@ -144,7 +118,7 @@ class _Setup:
     data_id: str  # the token store's manifest hash (or the user's data fingerprint)
     trainer: Mapping[str, Any]  # trainer settings in every run key
     unique_tokens: Mapping[str, int] | None  # per domain, one epoch (None without a store)
-    caps: Mapping[str, float] | None  # max tokens per domain: max_epochs x unique tokens
+    caps: Mapping[str, Mapping[str, float] | None]  # method -> max tokens per domain (its max_epochs x unique)
     objective: Objective
     store_path: Path | None
 
@@ -179,11 +153,8 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         data_id = "user:" + config.data.fingerprint
     domains = check_mixture_domains(domains)  # names (a store's or data.domains) and at least 2
     config.check_domains(domains)
-    caps = None
-    if config.ddo.max_epochs is not None and unique is not None:
-        epochs = config.ddo.max_epochs
-        caps = {d: (epochs.get(d, math.inf) if isinstance(epochs, dict) else epochs) * unique[d] for d in domains}
-        caps = {d: c for d, c in caps.items() if math.isfinite(c)}
+    caps = {name: _caps(getattr(settings, "max_epochs", None), unique, domains)
+            for name, settings in config.method_settings.items()}
     ex = config.executor
     if ex.kind == "command":
         from autoscale.experiment.executors.command import check_program
@@ -198,6 +169,31 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         trainer = {"kind": "autoscale", "proxy": config.proxy.fingerprint_dict(), "sampler": SAMPLER_VERSION}
     objective = Objective(config.objective.metric, config.objective.weights)
     return _Setup(domains, data_id, trainer, unique, caps, objective, store_path)
+
+
+def _context(config: ExperimentConfig, setup: _Setup, folder: ExperimentFolder, name: str) -> Context:
+    """The facts method ``name`` sees: its own caps, and the names the folder gives its files."""
+    natural = None if setup.unique_tokens is None else {d: float(setup.unique_tokens[d]) for d in setup.domains}
+    return Context(setup.domains, config.seed, setup.objective, natural=natural, caps=setup.caps.get(name),
+                   target=config.target.budget, offsets=config.target.offsets,
+                   name_of=lambda kind, budget: _artefact_path(folder, name, kind, budget).name)
+
+
+def _artefact_path(folder: ExperimentFolder, method: str, kind: str, budget: float | None) -> Path:
+    """Where the folder keeps a method's artefact of ``kind`` (table, record, result)."""
+    if kind == "result":
+        return folder.method_result(method)
+    assert budget is not None
+    return folder.runs_table(method, budget) if kind == "table" else folder.search_record(method, budget)
+
+
+def _caps(epochs: float | Mapping[str, float] | None, unique: Mapping[str, int] | None,
+          domains: Sequence[str]) -> dict[str, float] | None:
+    """Max tokens per domain: ``epochs`` (one number or per domain) x its unique tokens."""
+    if epochs is None or unique is None:
+        return None
+    caps = {d: (epochs.get(d, math.inf) if isinstance(epochs, Mapping) else epochs) * unique[d] for d in domains}
+    return {d: c for d, c in caps.items() if math.isfinite(c)}
 
 
 def _corpus_sources(path: Path, domains: Sequence[str] | None) -> dict[str, Path]:
@@ -240,12 +236,17 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None) -
     report = reporter or (lambda event: None)
     # Everything that can reject the input happens before the experiment directory is touched.
     setup = _setup(config, lambda msg: report(Note(msg)))
-    with experiment_lock(out), RunStore(out / STORE_FILE) as store:
+    folder = ExperimentFolder(out)
+    contexts = {name: _context(config, setup, folder, name) for name in config.methods}
+    # every method's design, checked (e.g. enough runs for its domains) before anything is trained
+    plans = {name: tuple(METHODS[name].stages(settings, contexts[name]))
+             for name, settings in config.method_settings.items()}
+    with experiment_lock(out), RunStore(folder.store) as store:
         stale = store.interrupt_running("stopped: the previous `autoscale run` ended while this run trained")
         if stale:
             report(Note(f"{len(stale)} run(s) left running by an earlier invocation will resume"))
-        _write_json(out / "experiment.json", _experiment_record(config, setup))
-        pipe = _Pipeline(config, setup, store, out, report)
+        folder.write_json(folder.experiment, _experiment_record(config, setup))
+        pipe = _Pipeline(config, setup, store, folder, report, contexts, plans)
         try:
             return pipe.run()
         except KeyboardInterrupt:
@@ -260,12 +261,14 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None) -
 
 
 class _Pipeline:
-    def __init__(self, config: ExperimentConfig, setup: _Setup, store: RunStore, out: Path, report: Reporter):
-        self.config, self.setup, self.store, self.out, self.report = config, setup, store, out, report
+    def __init__(self, config: ExperimentConfig, setup: _Setup, store: RunStore, folder: ExperimentFolder,
+                 report: Reporter, contexts: Mapping[str, Context], plans: Mapping[str, Sequence[Stage]]):
+        self.config, self.setup, self.store, self.report = config, setup, store, report
+        self.folder, self.out = folder, folder.path
+        self.contexts, self.plans = contexts, plans
         self._executor: Executor | None = None
         self.started = time.time()
         self.keys: set[str] = set()  # the runs this invocation's stages use
-        self.target_intervals: dict[str, tuple[float, float]] = {}
 
     def close(self) -> None:
         if self._executor is not None:
@@ -278,26 +281,33 @@ class _Pipeline:
             self._executor = make_executor(self.config, self.setup.store_path)
         return self._executor
 
+    def write_artefacts(self, method: str, artefacts: Sequence[Artefact]) -> None:
+        for artefact in artefacts:
+            path = _artefact_path(self.folder, method, artefact.kind, artefact.budget)
+            if artefact.kind == "table":
+                artefact.data.to_csv(path)
+            else:
+                self.folder.write_json(path, artefact.data)
+
     def run(self) -> ExperimentResult:
-        self.remove_stale_artefacts()
-        trained = {budget: self.ddo_stage(budget) for budget in self.config.ddo.budgets}
-        ddo = self.fit_stage(trained)
-        target, extrapolation = self.extrapolate_stage(ddo)
+        settings = self.config.method_settings
+        # the folder shows one experiment: files of methods or budgets no longer configured go
+        self.folder.remove_stale({n: METHODS[n].search_budgets(s) for n, s in settings.items()}, METHODS)
+        results: dict[str, MethodResult] = {}
+        for name, method_settings in settings.items():
+            ctx = self.contexts[name]
+            runs = {stage.name: self.search_stage(name, method_settings, ctx, stage) for stage in self.plans[name]}
+            results[name] = self.result_stage(name, method_settings, ctx, runs)
         validation, speedups = None, []
         if self.config.target.validate_:
-            validation, speedups = self.validate_stage(target, ddo)
+            validation, speedups = self.validate_stage(results)
         else:
-            (self.out / "validation.json").unlink(missing_ok=True)  # it would describe another target
-        summary = self.write_summary(ddo, target, extrapolation, validation)
-        return ExperimentResult(self.out, {b: r.mixture for b, r in ddo.items()}, target, tuple(speedups), summary)
-
-    def remove_stale_artefacts(self) -> None:
-        """Drop the DDO files of budgets the config no longer has: the directory shows one experiment."""
-        keep = {_b(b) for b in self.config.ddo.budgets}
-        for pattern in ("ddo_*.json", "runs_*.csv"):
-            for path in self.out.glob(pattern):
-                if path.stem.split("_", 1)[1] not in keep:
-                    path.unlink()
+            self.folder.validation.unlink(missing_ok=True)  # it would describe another target
+        summary = self.write_summary(results, validation)
+        first = results.get("autoscale") or next(iter(results.values()))
+        return ExperimentResult(self.out, dict(results["autoscale"].searched) if "autoscale" in results else {},
+                                first.mixture, tuple(speedups), summary,
+                                {METHODS[n].mixture: r.mixture for n, r in results.items()})
 
     def stage_done(self, name: str, status: str, detail: str | None) -> None:
         self.store.set_stage(name, status, detail)
@@ -315,8 +325,7 @@ class _Pipeline:
         spec = RunSpec(self.setup.data_id, trainer, rounded, seed)
         self.store.register(spec, stage, label)
         self.keys.add(spec.key)
-        return RunJob(spec.key, f"{stage}: {label}", dict(rounded), seed, self.out / RUNS_DIR / spec.key[:16],
-                      eval_points)
+        return RunJob(spec.key, f"{stage}: {label}", dict(rounded), seed, self.folder.run_dir(spec.key), eval_points)
 
     def execute(self, stage: str, jobs: Sequence[RunJob]) -> None:
         """Train the jobs not finished yet, retrying failures; every outcome goes to the store."""
@@ -382,140 +391,68 @@ class _Pipeline:
                               outcome.wall_time_s)
         return outcome
 
-    # --- stage 1: DDO -------------------------------------------------------------------------------
-
-    def base_mixture(self, budget: float) -> Mixture:
-        base = self.config.ddo.base
-        if base == "uniform":
-            weights = {d: 1.0 for d in self.setup.domains}
-        elif base == "natural":
-            weights = self.natural_weights()
-        else:
-            weights = {d: float(base[d]) for d in self.setup.domains}
-        return Mixture.from_weights(weights, budget)
+    # --- stage 1: each method's search ------------------------------------------------------------
 
     def natural_weights(self) -> dict[str, float]:
         assert self.setup.unique_tokens is not None
         return {d: float(self.setup.unique_tokens[d]) for d in self.setup.domains}
 
-    def ddo_stage(self, budget: float) -> tuple[Any, dict[str, Any]]:
-        """Train the DDO design at ``budget`` (every replicate); return its runs table and run keys."""
-        from autoscale.ddo.plan import plan_ddo
-        from autoscale.ddo.runs import RunsTable
+    def search_stage(self, method: str, settings: Any, ctx: Context, stage: Stage) -> list[FinishedRun]:
+        """Train one stage of a method's design; its check's artefacts are written at once."""
+        self.store.set_stage(stage.name, "running")
+        jobs = [self.job(stage.name, r.label, r.tokens, r.seed, r.eval_points) for r in stage.runs]
+        self.store.forget_uses(stage.name, {r.label for r in stage.runs})
+        self.execute(stage.name, jobs)
+        finished = []
+        for planned, job in zip(stage.runs, jobs, strict=True):
+            record = self.store.get(job.key)
+            assert record is not None
+            ok = record.status == "completed"
+            finished.append(FinishedRun(planned, job.key, "completed" if ok else "failed", record.error,
+                                        record.metrics if ok else None))
+        try:
+            artefacts = METHODS[method].check(settings, ctx, stage, finished)
+        except AutoscaleError as exc:
+            self.stage_done(stage.name, "failed", str(exc))
+            raise AutoscaleError(f"{exc}; see `autoscale status {self.out}`") from None
+        self.write_artefacts(method, artefacts)
+        return finished
 
-        name = f"ddo {_b(budget)}"
-        self.store.set_stage(name, "running")
-        domains = self.setup.domains
-        replicates = self.config.ddo.replicates
-        plan = plan_ddo(domains, budget=budget, base=self.base_mixture(budget), ratios=self.config.ddo.ratios,
-                        eval_names=domains, replicates=replicates, seed=self.config.seed)
-        assert plan.seeds is not None
-        labels = [run if replicates == 1 else f"{run} seed {seed}" for run, seed in zip(plan.runs, plan.seeds, strict=True)]
-        jobs = [self.job(name, label, dict(zip(domains, plan.tokens[i], strict=True)), int(plan.seeds[i]),
-                         self.config.ddo.eval_points) for i, label in enumerate(labels)]
-        self.store.forget_uses(name, set(labels))
-        self.execute(name, jobs)
+    # --- stage 2: each method's mixture at the target -----------------------------------------------
 
-        records = [self.store.get(job.key) for job in jobs]
-        ok = [i for i, r in enumerate(records) if r is not None and r.status == "completed"]
-        failed = {labels[i]: r.error for i, r in enumerate(records) if i not in ok and r is not None}
-        short = _domains_short_of_points(plan.tokens, plan.runs, domains, ok)
-        if short:
-            self.stage_done(name, "failed", f"too few completed runs for {', '.join(short)}")
-            listed = "; ".join(f"{run} ({err})" for run, err in failed.items())
-            raise AutoscaleError(
-                f"DDO at {_b(budget)} tokens: domain(s) {', '.join(short)} keep fewer than 3 completed runs; "
-                f"failed: {listed}; see `autoscale status {self.out}`"
-            )
-        metric = self.setup.objective.metric
-        tokens, evals = [], []
-        for i in ok:
-            m = records[i].metrics  # type: ignore[union-attr]
-            trained = m.get("tokens_per_domain") or {}
-            # the tokens actually trained (whole sequences), else what was asked for
-            tokens.append([float(trained.get(d, plan.tokens[i][j])) for j, d in enumerate(domains)])
-            evals.append([metric_value(m["final"][d], metric) for d in domains])
-        table = RunsTable(tuple(plan.runs[i] for i in ok), domains, np.array(tokens), domains, np.array(evals),
-                          np.array([plan.seeds[i] for i in ok], dtype=np.int64))
-        table.to_csv(self.out / f"runs_{_b(budget)}.csv")
-        return table, {"runs": {labels[i]: jobs[i].key for i in range(len(jobs))}, "failed": failed,
-                       "replicates": replicates}
-
-    def fit_stage(self, trained: Mapping[float, tuple[Any, dict[str, Any]]]) -> dict[float, Any]:
-        """Fit every budget's DDO together (one set of held domains) and write ddo_<budget>.json."""
-        from autoscale.ddo.fit import fit_ddo_budgets
-
-        results = fit_ddo_budgets(
-            {b: table for b, (table, _) in trained.items()}, min_ratio=self.config.ddo.min_ratio,
-            max_tokens=self.setup.caps, eval_weights=self.config.objective.weights,
-            bootstrap=self.config.ddo.bootstrap, seed=self.config.seed,
-        )
-        for budget, result in results.items():
-            name = f"ddo {_b(budget)}"
-            for warning in result.warnings:
-                self.report(Note(f"{name}: {warning}"))
-            record = _ddo_record(result, budget) | trained[budget][1]
-            record["objective"] = self.setup.objective.describe()
-            _write_json(self.out / f"ddo_{_b(budget)}.json", record)
-            self.stage_done(name, "completed", _weights_line(result.mixture))
-        return results
-
-    # --- stage 2: extrapolation ---------------------------------------------------------------------
-
-    def extrapolate_stage(self, ddo: Mapping[float, Any]) -> tuple[Mixture, Any]:
-        from autoscale.extrapolate import extrapolate, extrapolate_draws, held_weights
-
-        self.store.set_stage("extrapolate", "running")
-        mixtures = [r.mixture for r in ddo.values()]
-        target = self.config.target
-        hold = held_weights(mixtures)
-        options = dict(target=target.budget, steps=None if target.budget is not None else 1,
-                       max_tokens=self.setup.caps, offsets=target.offsets, hold=hold)
-        ex = extrapolate(mixtures, **options)
-        for warning in ex.warnings:
-            self.report(Note(f"extrapolate: {warning}"))
-        intervals, draws = {}, None
-        if all(r.draws is not None for r in ddo.values()):
-            draws, intervals = extrapolate_draws(mixtures, [r.draws for r in ddo.values()], **options)
-        _write_json(self.out / "target.json", {
-            "mixture": ex.mixture.to_dict(),
-            "target_budget": target.budget,
-            "s": ex.s,
-            "method": ex.method,
-            "law": None if ex.law is None else ex.law.to_dict(),
-            "bounded": dict(ex.bounded),
-            "held": dict(ex.held),
-            "intervals": {d: list(v) for d, v in intervals.items()},
-            "draws": draws,
-            "offsets": dict(ex.offsets),
-            "warnings": list(ex.warnings),
-            "from": [{"budget": b, "mixture": r.mixture.to_dict()} for b, r in ddo.items()],
-            "caps": self.setup.caps,
-        })
-        self.stage_done("extrapolate", "completed", _weights_line(ex.mixture))
-        self.target_intervals = intervals
-        return ex.mixture, ex
+    def result_stage(self, method: str, settings: Any, ctx: Context,
+                     runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+        result = METHODS[method].result(settings, ctx, runs)
+        self.write_artefacts(method, result.artefacts)
+        for stage, detail, warnings in result.stages:
+            for warning in warnings:
+                self.report(Note(f"{stage}: {warning}"))
+            self.stage_done(stage, "completed", detail)
+        return result
 
     # --- stage 3: validation at the target ----------------------------------------------------------
 
-    def comparison_mixtures(self, target: Mixture, ddo: Mapping[float, Any]) -> dict[str, Mixture]:
-        budget = target.budget
-        out = {"predicted": target}
-        for name in self.config.target.compare:
-            if name == "uniform":
-                out[name] = Mixture.from_weights({d: 1.0 for d in self.setup.domains}, budget)
-            elif name == "natural":
-                out[name] = Mixture.from_weights(self.natural_weights(), budget)
-            else:  # the DDO optimum of the largest budget, reused at the target
-                out[name] = list(ddo.values())[-1].mixture.scaled_to(budget)
+    def comparison_mixtures(self, results: Mapping[str, MethodResult]) -> dict[str, Mixture]:
+        """Every method's mixture, then the baselines, then the user's mixtures, at the target."""
+        out = {METHODS[n].mixture: r.mixture for n, r in results.items()}
+        budget = next(iter(out.values())).budget
+        for name in self.config.comparisons:
+            baseline = BASELINES[name]
+            if baseline.weights is None:  # offered by a method (ddo: AutoScale's optimum reused)
+                assert baseline.needs is not None
+                out[name] = results[baseline.needs].baselines[name].scaled_to(budget)
+            else:
+                natural = self.natural_weights() if self.setup.unique_tokens is not None else None
+                out[name] = Mixture.from_weights(baseline.weights(self.setup.domains, natural), budget)
         for name, weights in self.config.target.mixtures.items():
             out[name] = Mixture.from_weights({d: float(weights.get(d, 0.0)) for d in self.setup.domains}, budget)
         return out
 
-    def validate_stage(self, target: Mixture, ddo: Mapping[float, Any]) -> tuple[dict[str, Any], list[SpeedUp]]:
+    def validate_stage(self, results: Mapping[str, MethodResult]) -> tuple[dict[str, Any], list[SpeedUp]]:
         stage = "validate"
         self.store.set_stage(stage, "running")
-        mixtures = self.comparison_mixtures(target, ddo)
+        mixtures = self.comparison_mixtures(results)
+        own = [METHODS[n].mixture for n in results]  # the methods' mixtures; the rest are baselines
         seeds = self.config.seeds
         jobs: dict[tuple[str, int], RunJob] = {}
         labels = set()
@@ -552,17 +489,18 @@ class _Pipeline:
             runs.setdefault(name, []).append(entry)
         speedups: list[tuple[int, SpeedUp]] = []
         problems: list[str] = []
-        for name in mixtures:
-            if name == "predicted":
-                continue
-            for seed in seeds:
-                if ("predicted", seed) in curves and (name, seed) in curves:
-                    speedups.append((seed, speedup(curves["predicted", seed], curves[name, seed], smoothing=weight,
-                                                   names=("predicted", name))))
-                else:
-                    problems.append(f"no speed-up over {name!r} (seed {seed}): a run failed or has no curve")
+        for mine in own:
+            for name in mixtures:
+                if name in own:
+                    continue
+                for seed in seeds:
+                    if (mine, seed) in curves and (name, seed) in curves:
+                        speedups.append((seed, speedup(curves[mine, seed], curves[name, seed], smoothing=weight,
+                                                       names=(mine, name))))
+                    else:
+                        problems.append(f"no speed-up over {name!r} (seed {seed}): a run failed or has no curve")
         record = {
-            "target_budget": target.budget,
+            "target_budget": next(iter(mixtures.values())).budget,
             "objective": objective.describe(),
             "smoothing": describe_smoothing(weight),
             "smoothing_weight": weight,
@@ -572,38 +510,31 @@ class _Pipeline:
             "speedups": [s.to_dict() | {"seed": seed} for seed, s in speedups],
             "speedup_mean": _mean_speedups([s for _, s in speedups]),
             "final_perplexity": _mean_final_perplexity(runs),
-            "gains": _gains(runs),
+            "gains": _gains(runs, own),
             "problems": problems,
         }
-        _write_json(self.out / "validation.json", record)
+        self.folder.write_json(self.folder.validation, record)
         means = ", ".join(f"{b} {'not reached' if v is None else f'{v:+.1%}'}" for b, v in record["speedup_mean"].items())
         self.stage_done(stage, "failed" if problems else "completed",
-                        "; ".join(problems) if problems else f"speed-up of predicted over {means}")
+                        "; ".join(problems) if problems else f"speed-up of {own[0]} over {means}")
         return record, [s for _, s in speedups]
 
     # --- summary ------------------------------------------------------------------------------------
 
-    def write_summary(self, ddo: Mapping[float, Any], target: Mixture, ex: Any,
-                      validation: Mapping[str, Any] | None) -> dict[str, Any]:
+    def write_summary(self, results: Mapping[str, MethodResult], validation: Mapping[str, Any] | None) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for r in self.store.runs():
             if r.key in self.keys:
                 counts[r.status] = counts.get(r.status, 0) + 1
-        summary = {
+        summary: dict[str, Any] = {
             "name": self.config.name,
             "domains": list(self.setup.domains),
             "objective": self.setup.objective.describe(),
             "data": self.setup.data_id,
-            "ddo": [{"budget": b, "weights": r.mixture.weights, "tokens": dict(r.mixture.tokens),
-                     "bounded": dict(r.bounded), "held": dict(r.held), "warnings": list(r.warnings),
-                     "intervals": {d: list(v) for d, v in r.intervals.items()},
-                     "replicates": r.noise.replicates if r.noise else 1,
-                     "noise": r.noise.noise if r.noise else None,
-                     "predicted_gain": r.gain, "predicted_gain_se": r.gain_se,
-                     "runs_csv": f"runs_{_b(b)}.csv", "json": f"ddo_{_b(b)}.json"} for b, r in ddo.items()],
-            "target": {"budget": target.budget, "weights": target.weights, "tokens": dict(target.tokens),
-                       "s": ex.s, "method": ex.method, "warnings": list(ex.warnings), "held": dict(ex.held),
-                       "intervals": {d: list(v) for d, v in self.target_intervals.items()}},
+        }
+        for result in results.values():
+            summary.update(result.summary)
+        summary |= {
             "validation": None if validation is None else {
                 "smoothing": validation["smoothing"],
                 "speedups": validation["speedups"],
@@ -617,20 +548,11 @@ class _Pipeline:
             "wall_time_s": time.time() - self.started,  # of this invocation
             "executor": self.config.executor.kind,
         }
-        _write_json(self.out / "summary.json", summary)
+        self.folder.write_json(self.folder.summary, summary)
         return summary
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def _b(budget: float) -> str:
-    """A budget as it appears in stage and file names: the integer token count."""
-    return str(int(round(budget)))
-
-
-def _weights_line(mixture: Mixture) -> str:
-    return ", ".join(f"{d} {w:.3f}" for d, w in mixture.weights.items())
 
 
 def _mean_speedups(speedups: Sequence[SpeedUp]) -> dict[str, float | None]:
@@ -651,27 +573,11 @@ def _mean_final_perplexity(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> d
     return out
 
 
-def _domains_short_of_points(tokens: np.ndarray, runs: Sequence[str], domains: Sequence[str],
-                             ok: Sequence[int]) -> list[str]:
-    """Domains that keep fewer than 3 completed runs among the base and their own perturbations.
-
-    A planned row belongs to domain j when it differs from the base row in column j only.
-    """
-    base = runs.index("base") if "base" in runs else 0
-    short = []
-    for j, d in enumerate(domains):
-        mine = [i for i in range(len(runs))
-                if i == base or (tokens[i, j] != tokens[base, j] and np.all(np.delete(tokens[i] == tokens[base], j)))]
-        if base not in ok or sum(i in ok for i in mine) < 3:
-            short.append(d)
-    return short
-
-
 def _finished_on_disk(job: RunJob) -> dict[str, Any] | None:
     """A valid, completed metrics.json in the run's folder (None otherwise)."""
     from autoscale.train.metrics import read_metrics
 
-    path = job.run_dir / "metrics.json"
+    path = job.run_dir / METRICS
     if not path.exists():
         return None
     try:
@@ -687,47 +593,26 @@ def _prepare_run_dir(job: RunJob, record: Any) -> None:
     Interrupted or crashed runs keep their checkpoint and resume from it.
     """
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    (job.run_dir / "metrics.json").unlink(missing_ok=True)
+    (job.run_dir / METRICS).unlink(missing_ok=True)
     if record is not None and record.error and record.error.startswith("diverged"):
         (job.run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
 
-def _gains(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """The predicted mixture's paired gain over each other validated mixture, with its verdict."""
+def _gains(runs: Mapping[str, Sequence[Mapping[str, Any]]], own: Sequence[str]) -> list[dict[str, Any]]:
+    """Each method's mixture's (``own``) paired gain over each baseline, with its verdict."""
     from autoscale.gain import paired_gain
 
     def finals(entries: Sequence[Mapping[str, Any]]) -> dict[int, float]:
         return {int(e["seed"]): float(e["final_objective"]) for e in entries
                 if e.get("final_objective") is not None}
 
-    predicted = finals(runs.get("predicted", []))
     out = []
-    for name, entries in runs.items():
-        if name != "predicted" and (g := paired_gain(name, predicted, finals(entries))) is not None:
-            out.append(g.to_dict())
+    for mine in own:
+        predicted = finals(runs.get(mine, []))
+        for name, entries in runs.items():
+            if name not in own and (g := paired_gain(name, predicted, finals(entries))) is not None:
+                out.append(g.to_dict())
     return out
-
-
-def _ddo_record(result: Any, budget: float) -> dict[str, Any]:
-    """A DDOResult as JSON: fits in relative amounts (x) and normalised objectives (y)."""
-    fits = {}
-    for d, f in result.fits.items():
-        fits[d] = {k: _plain(getattr(f, k)) for k in ("a", "b", "c", "x", "y", "residuals", "r2", "exact")}
-    return {
-        "budget": budget,
-        "mixture": result.mixture.to_dict(),
-        "fits": fits,
-        "bounded": dict(result.bounded),
-        "predicted_objective": _plain(result.predicted_objective),
-        "base_objective": _plain(result.base_objective),
-        "intervals": {d: list(v) for d, v in (result.intervals or {}).items()},
-        "held": dict(result.held),
-        "noise": result.mixture.metadata.get("noise"),
-        "predicted_gain": _plain(result.gain),
-        "predicted_gain_se": result.gain_se,
-        "bootstrap_draws": result.mixture.metadata.get("bootstrap_draws"),
-        "warnings": list(result.warnings),
-    }
 
 
 def _experiment_record(config: ExperimentConfig, setup: _Setup) -> dict[str, Any]:
@@ -736,30 +621,7 @@ def _experiment_record(config: ExperimentConfig, setup: _Setup) -> dict[str, Any
         "domains": list(setup.domains),
         "data": setup.data_id,
         "unique_tokens": setup.unique_tokens,
-        "caps": setup.caps,
+        "caps": next(iter(setup.caps.values())),
         "objective": setup.objective.describe(),
         "trainer": setup.trainer,
     }
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able: numpy to Python, mappings and sequences walked, NaN/inf to null."""
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return _plain(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Atomic: a temporary file beside ``path``, then rename (a reader never sees half a file)."""
-    write_text_atomic(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
-

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from autoscale.errors import AutoscaleError
+from autoscale.experiment.folder import LOCK as LOCK_FILE
+from autoscale.experiment.folder import STORE as STORE_FILE
 
 SCHEMA_VERSION = 1
-STORE_FILE = "runs.sqlite"
-LOCK_FILE = ".lock"
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 
 _SCHEMA = """
@@ -437,8 +437,10 @@ def _read_store(path: Path) -> tuple[list[RunRecord], list[StageRecord]]:
 
 def _ddo_summaries(directory: Path) -> list[dict[str, Any]]:
     """Noise, held domains and design advice of each finished DDO budget (from ddo_<budget>.json)."""
+    from autoscale.experiment.folder import AUTOSCALE, ExperimentFolder
+
     out = []
-    for path in sorted(directory.glob("ddo_*.json"), key=lambda p: p.stem):
+    for _, path in ExperimentFolder(directory).search_records(AUTOSCALE):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             budget = float(record["budget"])

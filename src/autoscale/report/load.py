@@ -1,4 +1,4 @@
-"""Read an experiment directory (layout: `autoscale.experiment.pipeline`) into `ReportData`.
+"""Read an experiment directory (layout and file names: `autoscale.experiment.folder`) into `ReportData`.
 
 Works on a partial experiment too: the DDO stages written so far are shown, and the target and
 validation parts appear once their files exist. Validation curves of several seeds are averaged
@@ -7,8 +7,6 @@ point by point (every seed of a mixture is evaluated at the same token counts).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,21 +16,10 @@ import numpy as np
 
 from autoscale.domains import check_domain_names
 from autoscale.errors import AutoscaleError
+from autoscale.experiment.folder import AUTOSCALE, ExperimentFolder
 from autoscale.mixture import Mixture
 from autoscale.report.results import CurveFit, ReportData, ValidationCurve, WeightsAtBudget, format_tokens
 from autoscale.speedup import curve_tokens
-
-_DDO_FILE = re.compile(r"^ddo_(\d+)\.json$")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise AutoscaleError(f"cannot read {str(path)!r}: {exc}") from None
-
 
 # -- the shapes of the files the report reads ------------------------------------------------------
 # field (dotted for nested objects) -> the JSON type it must have when present and not null
@@ -109,7 +96,7 @@ def _record(path: Path, fields: Mapping[str, Any], required: tuple[str, ...] = (
     """The JSON object in ``path`` checked by :func:`check_shape`; None when there is no such file."""
     if not path.exists():
         return None
-    return check_shape(_read_json(path), fields, required, repr(str(path)))
+    return check_shape(ExperimentFolder(path.parent).read_json(path), fields, required, repr(str(path)))
 
 
 @contextmanager
@@ -123,15 +110,10 @@ def _malformed(path: Path):
         raise AutoscaleError(f"{str(path)!r}: malformed ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
 
-def _base_tokens(directory: Path, budget_name: str, domains: tuple[str, ...]) -> dict[str, float] | None:
+def _base_tokens(folder: ExperimentFolder, budget: float, domains: tuple[str, ...]) -> dict[str, float] | None:
     """The base run's tokens per domain at one DDO budget, from its runs table (None if unknown)."""
-    from autoscale.ddo.runs import RunsTable
-
-    path = directory / f"runs_{budget_name}.csv"
-    if not path.exists():
-        return None
-    table = RunsTable.read_csv(path)
-    if "base" not in table.runs:
+    table = folder.read_table(folder.runs_table(AUTOSCALE, budget))
+    if table is None or "base" not in table.runs:
         return None
     row = table.tokens[list(table.runs).index("base")]
     return {d: float(row[list(table.domains).index(d)]) for d in domains if d in table.domains}
@@ -190,17 +172,16 @@ def _curves(validation: Mapping[str, Any]) -> tuple[tuple[ValidationCurve, ...],
 def load_experiment(directory: str | Path) -> ReportData:
     """Everything the report shows, from the files of an experiment directory."""
     out = Path(directory)
+    folder = ExperimentFolder(out)
     if not out.is_dir():
         raise AutoscaleError(f"experiment directory {str(out)!r} does not exist")
     # every file is checked for its shape first: a malformed one is one line naming it, not a traceback
-    experiment = _record(out / "experiment.json", EXPERIMENT_FIELDS, ("config", "domains")) or {}
+    experiment = _record(folder.experiment, EXPERIMENT_FIELDS, ("config", "domains")) or {}
     if experiment:
-        with _malformed(out / "experiment.json"):
+        with _malformed(folder.experiment):
             check_domain_names(experiment["domains"])
-    summary = _record(out / "summary.json", SUMMARY_FIELDS) or {}
-    ddo_files = sorted(
-        ((int(m.group(1)), p) for p in out.iterdir() if (m := _DDO_FILE.match(p.name))), key=lambda t: t[0]
-    )
+    summary = _record(folder.summary, SUMMARY_FIELDS) or {}
+    ddo_files = folder.search_records(AUTOSCALE)
     if not ddo_files:
         raise AutoscaleError(
             f"{str(out)!r} holds no DDO results (ddo_<budget>.json): run `autoscale run CONFIG` first"
@@ -222,20 +203,21 @@ def load_experiment(directory: str | Path) -> ReportData:
                                             held=tuple(record.get("held") or ())))
             if isinstance(record.get("noise"), dict):
                 noise[label] = record["noise"]
-            fits[label] = _fits(record, label, _base_tokens(out, str(budget), domains))
+            fits[label] = _fits(record, label, _base_tokens(folder, budget, domains))
             notes += [f"DDO at {label}: {w}" for w in record.get("warnings") or []]
             for d, bound in (record.get("bounded") or {}).items():
                 notes.append(f"DDO at {label}: {d} at its {bound}")
-    target = _record(out / "target.json", TARGET_FIELDS, ("mixture",))
+    target_path = folder.method_result(AUTOSCALE)
+    target = _record(target_path, TARGET_FIELDS, ("mixture",))
     if target is not None:
-        with _malformed(out / "target.json"):
+        with _malformed(target_path):
             mix = Mixture.from_dict(target["mixture"], "'mixture'")
             mixtures.append(WeightsAtBudget("predicted", mix.budget, mix.weights, measured=False,
-                                            intervals=_intervals(target, out / "target.json"),
+                                            intervals=_intervals(target, target_path),
                                             held=tuple(target.get("held") or ())))
             notes += [f"extrapolation: {w}" for w in target.get("warnings") or []]
-    validation = _record(out / "validation.json", VALIDATION_FIELDS, ("runs", "mixtures")) or {}
-    with _malformed(out / "validation.json"):
+    validation = _record(folder.validation, VALIDATION_FIELDS, ("runs", "mixtures")) or {}
+    with _malformed(folder.validation):
         curves, more = _curves(validation)
     notes += more + [f"validation: {p}" for p in validation.get("problems") or []]
     config = experiment.get("config") or {}

@@ -44,15 +44,16 @@ from typing import Any
 
 import numpy as np
 
+from autoscale.baselines import llama_style
 from autoscale.errors import AutoscaleError
+from autoscale.experiment.folder import AUTOSCALE, METRICS, ExperimentFolder
 from autoscale.gain import Gain, paired_gain
-from autoscale.report.demo import (
+from autoscale.recipes.demo import (
     _BYTES_L2,
     DEFAULT,
     QUICK,
     DemoPlan,
     demo_config,
-    llama_style,
     open_workspace,
     write_config,
 )
@@ -265,18 +266,19 @@ def run_bench(
     experiment("heldout", seed=plan.search_seed(0), budgets=(p.budgets[0], mid), validate=False)
     held = _held_out(out / "search-1", out / "heldout", p.budgets, mid)
 
-    validation = json.loads((out / "search-1" / "validation.json").read_text(encoding="utf-8"))
+    search1 = ExperimentFolder(out / "search-1")
+    validation = search1.read_json(search1.validation)
     finals, curves = _finals_and_curves(validation)
     gains, per_search, ups = compare(finals, curves, plan.searches, validation.get("smoothing_weight", p.smoothing))
     oracle_gain = paired_gain("uniform", finals.get("oracle", {}), finals.get("uniform", {}))
-    record = json.loads((out / "search-1" / "experiment.json").read_text(encoding="utf-8"))
+    record = search1.read_json(search1.experiment)
     return BenchResult(
         plan=plan, domains=tuple(domains), seeds=tuple(p.seeds),
         predicted={i: r.target.weights for i, r in sorted(searches.items())},
         ddo={i: {b: m.weights for b, m in r.ddo.items()} for i, r in sorted(searches.items())},
         oracle=oracle.mixture.weights, natural=_shares(record.get("unique_tokens") or {}),
         finals=finals, gains=gains, search_gains=per_search, speedups=ups, oracle_gain=oracle_gain,
-        held_out=held, search_tokens=_ddo_tokens(out / "search-1", p.budgets),
+        held_out=held, search_tokens=_ddo_tokens(search1, p.budgets),
         unique_tokens=record.get("unique_tokens") or {}, wall_time_s=time.perf_counter() - started,
         directory=out, machine=machine_facts(), params=_params(validation),
     )
@@ -285,15 +287,14 @@ def run_bench(
 def _oracle_fit(config: Any, folder: Path, budget: float) -> Any:
     """DDO fitted on the runs at ``budget`` alone, with the experiment's own options."""
     from autoscale.ddo.fit import fit_ddo
-    from autoscale.ddo.runs import RunsTable
 
-    table = RunsTable.read_csv(folder / f"runs_{int(round(budget))}.csv")
+    table = ExperimentFolder(folder).read_table(ExperimentFolder(folder).runs_table(AUTOSCALE, budget))
     return fit_ddo(table, min_ratio=config.ddo.min_ratio, max_tokens=_caps(folder),
                    bootstrap=config.ddo.bootstrap, seed=config.seed)
 
 
 def _caps(folder: Path) -> dict[str, float] | None:
-    return json.loads((folder / "experiment.json").read_text(encoding="utf-8")).get("caps")
+    return ExperimentFolder(folder).read_json(ExperimentFolder(folder).experiment).get("caps")
 
 
 def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float) -> HeldOut:
@@ -303,7 +304,7 @@ def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float)
     from autoscale.mixture import Mixture
 
     def ddo(folder: Path, budget: float) -> tuple[Mixture, np.ndarray | None]:
-        data = json.loads((folder / f"ddo_{int(round(budget))}.json").read_text(encoding="utf-8"))
+        data = ExperimentFolder(folder).read_json(ExperimentFolder(folder).search_record(AUTOSCALE, budget))
         mixture = Mixture.from_dict(data["mixture"])
         raw = data.get("bootstrap_draws")
         return mixture, (draws_from_rows(raw, len(mixture.domains)) if raw else None)
@@ -388,18 +389,16 @@ def _params(validation: Mapping[str, Any]) -> int | None:
     for runs in (validation.get("runs") or {}).values():
         for entry in runs:
             try:
-                metrics = json.loads((Path(entry["run_dir"]) / "metrics.json").read_text(encoding="utf-8"))
+                metrics = json.loads((Path(entry["run_dir"]) / METRICS).read_text(encoding="utf-8"))
                 return int(metrics["params"])
             except (KeyError, OSError, TypeError, ValueError):
                 continue
     return None
 
 
-def _ddo_tokens(experiment: Path, budgets: Sequence[float]) -> float:
+def _ddo_tokens(experiment: ExperimentFolder, budgets: Sequence[float]) -> float:
     """Training tokens of every DDO run at ``budgets`` (from the runs tables: tokens trained)."""
-    from autoscale.ddo.runs import RunsTable
-
-    return float(sum(RunsTable.read_csv(experiment / f"runs_{int(round(b))}.csv").tokens.sum() for b in budgets))
+    return float(sum(experiment.read_table(experiment.runs_table(AUTOSCALE, b)).tokens.sum() for b in budgets))
 
 
 def _shown_path(path: Path) -> str:

@@ -6,12 +6,12 @@ What it does, in order (every step resumable; rerun the same command after an in
    folder of ``<domain>.jsonl`` files given with ``--corpus``. ``--quick`` takes the first ~1 MB
    of whole documents of each domain, so tokenising is quick too.
 2. ``DIR/demo.yaml``: an ordinary experiment config (`autoscale run DIR/demo.yaml` runs the same
-   thing): the benchmark's design (`autoscale.report.bench`) at a quarter of its budgets.
+   thing): the benchmark's design (`autoscale.recipes.bench`) at a quarter of its budgets.
    Noise-aware DDO (2 coupled replicates, whole-seed bootstrap) at two budgets N1 < N2 = 4 N1 on
    3 domains, the target N3 = 4 N2 (the paper's N2^2/N1), and validation at N3 with 3 seeds of the
    predicted mixture against uniform, natural (the corpus's token shares), the DDO mixture of N2
-   reused as is, and a web-heavy LLaMA-style mixture (`llama_style`; the mapping of LLaMA's
-   sources onto the demo's domains is in `LLAMA_TO_DEMO` and in the report). Every gain has a
+   reused as is, and a web-heavy LLaMA-style mixture (`autoscale.baselines.llama_style`; the mapping of
+   LLaMA's sources onto the demo's domains is in `LLAMA_TO_DEMO` there and in the report). Every gain has a
    95% interval over the seeds and a verdict (win / loss / not distinguishable).
 3. The pipeline (`autoscale.experiment.pipeline`) into ``DIR/experiment``; the token store goes to
    ``DIR/store``.
@@ -41,74 +41,11 @@ from typing import Any
 import yaml
 
 from autoscale.atomic import write_text_atomic
+from autoscale.baselines import llama_mapping
 from autoscale.errors import AutoscaleError
 from autoscale.report.results import format_tokens
 
-#: The LLaMA-1 pre-training mixture (Touvron et al. 2023, table 1), source -> weight (sampling
-#: proportion of tokens).
-LLAMA_WEIGHTS = {
-    "common_crawl": 0.67, "c4": 0.15, "github": 0.045, "wikipedia": 0.045, "books": 0.045,
-    "arxiv": 0.025, "stackexchange": 0.02,
-}
-
-#: Which demo domain receives each LLaMA source's weight. The whole mapping:
-#:
-#: ===============  ======  ============  ======================================================
-#: LLaMA source     weight  demo domain   why
-#: ===============  ======  ============  ======================================================
-#: CommonCrawl      0.67    web           web text
-#: C4               0.15    web           also web text: CommonCrawl filtered to clean English
-#: GitHub           0.045   code
-#: Wikipedia        0.045   encyclopedia
-#: Books            0.045   books
-#: ArXiv            0.025   technical
-#: StackExchange    0.02    qa
-#: (none)           0       news          State of the Union addresses: LLaMA has no such source
-#: ===============  ======  ============  ======================================================
-#:
-#: So the LLaMA-style mixture is web-heavy (0.82 on web with all 7 domains) and puts nothing on
-#: news. A demo domain outside this table gets 0; the weights are renormalised over the domains
-#: present (the quick demo's web, news, code, books: web 0.82/0.91 = 0.90).
-LLAMA_TO_DEMO = {
-    "common_crawl": "web", "c4": "web", "github": "code", "wikipedia": "encyclopedia",
-    "books": "books", "arxiv": "technical", "stackexchange": "qa",
-}
-
-#: How the report names each LLaMA source.
-LLAMA_SOURCE_NAMES = {
-    "common_crawl": "CommonCrawl", "c4": "C4", "github": "GitHub", "wikipedia": "Wikipedia",
-    "books": "Books", "arxiv": "ArXiv", "stackexchange": "StackExchange",
-}
-
 COMPARISON_NAMES = {"ddo": "DDO {n2} reused", "llama-style": "llama-style"}
-
-
-def llama_style(domains: Sequence[str]) -> dict[str, float]:
-    """The LLaMA-1 weights mapped onto ``domains`` by `LLAMA_TO_DEMO` (sources sharing a domain
-    add up; a domain no source maps to gets 0), renormalised over the domains present."""
-    weights = dict.fromkeys(domains, 0.0)
-    for source, w in LLAMA_WEIGHTS.items():
-        if LLAMA_TO_DEMO[source] in weights:
-            weights[LLAMA_TO_DEMO[source]] += w
-    total = sum(weights.values())
-    if total <= 0:
-        raise AutoscaleError(f"no demo domain among {', '.join(domains)} has a LLaMA-mixture counterpart")
-    return {d: w / total for d, w in weights.items()}
-
-
-def llama_mapping(domains: Sequence[str]) -> str:
-    """One line for the report: which LLaMA source went to which of ``domains``, with what weight."""
-    by_domain: dict[str, list[str]] = {}
-    for source, w in LLAMA_WEIGHTS.items():
-        by_domain.setdefault(LLAMA_TO_DEMO[source], []).append(f"{LLAMA_SOURCE_NAMES[source]} {w:g}")
-    weights = llama_style(domains)
-    parts = [f"{' + '.join(by_domain[d])} -> {d}" if d in by_domain else f"no LLaMA source -> {d}"
-             for d in domains]
-    dropped = [f"{LLAMA_SOURCE_NAMES[s]} {w:g}" for s, w in LLAMA_WEIGHTS.items() if LLAMA_TO_DEMO[s] not in weights]
-    text = "LLaMA-1 weights (Touvron et al. 2023): " + "; ".join(parts)
-    if dropped:
-        text += f"; not in this run: {', '.join(dropped)}"
-    return text + "; renormalised: " + ", ".join(f"{d} {w:.3f}" for d, w in weights.items())
 
 
 def with_llama_mapping(data: Any, domains: Sequence[str]) -> Any:
@@ -296,8 +233,9 @@ def demo_config(
         "ddo": ddo,
         "objective": {"metric": "perplexity"},
         "target": {
-            "budget": float(target or plan.target), "validate": validate, "compare": ["uniform", "natural", "ddo"],
-            "mixtures": {"llama-style": llama_style(domains), **{k: dict(v) for k, v in dict(mixtures).items()}},
+            "budget": float(target or plan.target), "validate": validate,
+            "compare": ["uniform", "natural", "ddo", "llama-style"],
+            "mixtures": {k: dict(v) for k, v in dict(mixtures).items()},
             "seeds": list(seeds) if seeds else [seed + s for s in plan.seeds],
             "smoothing": plan.smoothing,
         },

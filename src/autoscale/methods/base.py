@@ -1,0 +1,162 @@
+"""The interface every data-mixing method implements, so that all of them run on one backend.
+
+A method does not train anything and touches no file. Given the experiment's facts (`Context`) and
+its own settings, it says which runs to train (`stages`: mixtures at budgets, each with a seed);
+the pipeline trains them through whichever executor is configured (our trainer, Ray, the user's
+command), reusing any run already in the run store, and hands the finished runs back. The method
+turns them into its mixture at the target budget plus its diagnostics (`result`). Artefacts come
+back as `Artefact` values; the experiment folder names and writes them.
+
+Units: tokens are absolute counts; weights sum to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel
+
+from autoscale.ddo.runs import RunsTable
+from autoscale.mixture import Mixture
+from autoscale.speedup import Objective, metric_value
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every method may know about the experiment.
+
+    ``natural``: unique training tokens per domain (None without a token store, e.g. an external
+    trainer); ``caps``: the most tokens a domain may receive (max_epochs x unique tokens);
+    ``target``: target.budget as configured (None: the method's own default, if it has one).
+    """
+
+    domains: tuple[str, ...]
+    seed: int
+    objective: Objective
+    natural: Mapping[str, float] | None = None
+    caps: Mapping[str, float] | None = None
+    target: float | None = None
+    offsets: bool = False  # target.offsets: AutoScale's law on tokens + the DDO offsets
+    # the file name the experiment folder gives an artefact of this method (kind, budget)
+    name_of: Callable[[str, float | None], str] = lambda kind, budget: ""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run a method asks for: ``tokens`` per domain (absolute), a seed, and
+    optionally fewer evaluation points than the proxy's (a search run needs its final value only).
+    ``label`` is unique within its stage; ``row`` names it in a runs table (default: the label)."""
+
+    label: str
+    tokens: Mapping[str, float]
+    seed: int
+    eval_points: int | None = None
+    row: str | None = None
+
+    @property
+    def budget(self) -> float:
+        return float(sum(self.tokens.values()))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Runs trained together, then checked together (`Method.check`); ``budget``: their budget."""
+
+    name: str
+    budget: float
+    runs: tuple[PlannedRun, ...]
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A planned run after training: ``metrics`` is its metrics.json (completed runs only)."""
+
+    planned: PlannedRun
+    key: str
+    status: str  # completed | failed
+    error: str | None = None
+    metrics: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A file a method produces: ``kind`` table (a RunsTable), record (JSON at ``budget``) or
+    result (JSON: the mixture at the target); the experiment folder names it."""
+
+    kind: Literal["table", "record", "result"]
+    data: Any
+    budget: float | None = None
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """A method's answer: its ``mixture`` at the target budget, the optima it found on the way
+    (``searched``: budget -> mixture), mixtures it offers as baselines (AutoScale: its DDO optimum
+    reused), its ``artefacts``, ``summary`` (JSON, into summary.json) and ``notes`` (warnings)."""
+
+    mixture: Mixture
+    artefacts: tuple[Artefact, ...] = ()
+    searched: Mapping[float, Mixture] = field(default_factory=dict)
+    baselines: Mapping[str, Mixture] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    # stages the result completes: (stage, one-line detail, warnings), in order
+    stages: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+class Method(Protocol):
+    """A data-mixing method. ``name`` is its entry in the config's ``methods:`` list, ``section``
+    the config section holding its ``Settings`` (pydantic; None: the method has no section),
+    ``mixture`` the name of its mixture in validation, ``description`` one line for the report."""
+
+    name: ClassVar[str]
+    section: ClassVar[str]
+    mixture: ClassVar[str]
+    description: ClassVar[str]
+    Settings: ClassVar[type[BaseModel]]
+
+    def search_budgets(self, settings: Any) -> Sequence[float]:
+        """The budgets its search trains at (the target must exceed them)."""
+        ...
+
+    def stages(self, settings: Any, ctx: Context) -> Sequence[Stage]:
+        """The runs to train, in order."""
+        ...
+
+    def check(self, settings: Any, ctx: Context, stage: Stage, runs: Sequence[FinishedRun]) -> tuple[Artefact, ...]:
+        """After one stage: its artefacts, or AutoscaleError when too few runs finished to go on."""
+        ...
+
+
+    def result(self, settings: Any, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+        """The mixture at the target from every stage's finished runs (stage name -> runs)."""
+        ...
+
+
+def runs_table(runs: Sequence[FinishedRun], domains: Sequence[str], metric: str) -> RunsTable:
+    """The completed ``runs`` as a runs table: the tokens each ACTUALLY trained (metrics
+    ``tokens_per_domain``: whole sequences; else what was asked for), one eval column per domain
+    (its final validation ``metric``) and the seed column."""
+    done = [r for r in runs if r.status == "completed" and r.metrics is not None]
+    tokens, evals = [], []
+    for r in done:
+        trained = r.metrics.get("tokens_per_domain") or {}  # type: ignore[union-attr]
+        tokens.append([float(trained.get(d, r.planned.tokens[d])) for d in domains])
+        evals.append([metric_value(r.metrics["final"][d], metric) for d in domains])  # type: ignore[index]
+    return RunsTable(tuple(r.planned.row or r.planned.label for r in done), tuple(domains),
+                     np.array(tokens, dtype=float).reshape(len(done), len(domains)), tuple(domains),
+                     np.array(evals, dtype=float).reshape(len(done), len(domains)),
+                     np.array([r.planned.seed for r in done], dtype=np.int64))
+
+
+def search_tokens(stages: Sequence[Stage]) -> float:
+    """The training tokens a method's design costs (every run counted, shared or not)."""
+    return float(sum(run.budget for stage in stages for run in stage.runs))
+
+
+def weights_line(mixture: Mixture) -> str:
+    """``web 0.500, code 0.300, books 0.200``: a mixture's weights in one line."""
+    return ", ".join(f"{d} {w:.3f}" for d, w in mixture.weights.items())
