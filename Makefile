@@ -31,7 +31,8 @@ BENCH_ARGS_sampler := --with-demo
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py $(BENCH_ARGS_$$b) || exit 1; done
 	$(BIN)/autoscale bench --out bench/results/record.md
-	{ cat bench/HEADER.md; for b in $(BENCHES) record; do echo; cat bench/results/$$b.md; done; } > BENCHMARKS.md
+	$(BIN)/autoscale bench --methods --out bench/results/methods.md
+	{ cat bench/HEADER.md; for b in $(BENCHES) record methods; do echo; cat bench/results/$$b.md; done; } > BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -107,7 +107,7 @@ def test_rerun_resumes_without_training_again(quick_demo):
 def test_report_of_a_folder_without_results_is_one_line_error(tmp_path):
     done = autoscale("report", str(tmp_path))
     assert done.returncode == 2
-    assert done.stderr.strip().startswith("error: ") and "no DDO results" in done.stderr
+    assert done.stderr.strip().startswith("error: ") and "holds no results" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
@@ -138,3 +138,21 @@ def test_quick_bench_decides_with_intervals_and_resumes_without_training_again(t
     again = autoscale("bench", "--quick", "--dir", str(folder), "--out", str(record), "--quiet")
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in sorted(folder.glob("*/runs/*/metrics.json"))} == before
+
+    # the methods compared on the same workspace: search 1's runs are reused, not trained again
+    methods = tmp_path / "methods.md"
+    done = autoscale("bench", "--quick", "--methods", "--dir", str(folder), "--out", str(methods), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = methods.read_text()
+    for name in ("autoscale", "regmix", "dml"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert re.search(r"\[[+-]\d+\.\d%, [+-]\d+\.\d%\] (win|loss|not distinguishable)", row), row
+    summary = json.loads((folder / "methods" / "summary.json").read_text())
+    regmix, dml = summary["methods"]["regmix"], summary["methods"]["dml"]
+    assert dml["shared_tokens"] == dml["search_tokens"] > 0  # dml's runs are regmix's first
+    first = {p.parent.name for p in (folder / "search-1" / "runs").glob("*/metrics.json")}
+    trained = {p.parent.name for p in (folder / "methods" / "runs").glob("*/metrics.json")} - first
+    law, doremi = summary["methods"]["mixture-law"], summary["methods"]["doremi"]
+    # regmix's search, doremi's run, the law's runs but those at regmix's budget (regmix's first), and
+    # the validation of the four new mixtures x 2 seeds
+    assert len(trained) == regmix["search_runs"] + doremi["search_runs"] + law["search_runs"] - dml["search_runs"] + 4 * 2

@@ -286,7 +286,7 @@ def test_a_crashed_and_a_diverged_run_are_retried_then_succeed(reference, tmp_pa
     real = loop.train_run
     calls: dict[str, int] = {}
 
-    def flaky(store, tokens, config, run_dir, progress=None):
+    def flaky(store, tokens, config, run_dir, progress=None, mode=None):
         # Fault injection: the first attempt of one run crashes, of another one "diverges".
         name = Path(run_dir).name
         calls[name] = calls.get(name, 0) + 1
@@ -297,7 +297,7 @@ def test_a_crashed_and_a_diverged_run_are_retried_then_succeed(reference, tmp_pa
             metrics = RunMetrics(status="diverged", final={}, diverged_at_step=3)
             write_metrics(metrics, Path(run_dir) / "metrics.json")
             return metrics
-        return real(store, tokens, config, run_dir, progress)
+        return real(store, tokens, config, run_dir, progress, mode)
 
     monkeypatch.setattr(loop, "train_run", flaky)
     config = write_config(tmp_path / "retry.yaml", reference.parent / "store", executor={"retries": 1})

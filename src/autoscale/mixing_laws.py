@@ -15,14 +15,17 @@ Scale: this is the paper's law at a fixed budget only. The paper nests it with s
 steps and model size to predict large runs from small ones; here the mixture is optimised at the
 budget where the runs were trained, and using it elsewhere is the caller's assumption.
 
-Pure numpy/scipy: no I/O, no torch. Units: proportions sum to 1; losses are whatever metric the
-caller fits (perplexity or loss), lower is better.
+The law is fitted on losses (nats), as in the paper: an exponential in the proportions fits the loss
+across the simplex, where perplexity, its exponential, would not. An objective in perplexity is the
+mean of exp(L_j), optimised as such (``metric="perplexity"``).
+
+Pure numpy/scipy: no I/O, no torch. Units: proportions sum to 1; lower is better.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,10 +52,11 @@ class MixingLaw:
         """``[..., J]`` predicted losses of proportions ``r`` (``[..., m]``)."""
         return self.c + self.k * np.exp(np.asarray(r, dtype=float) @ self.t.T)
 
-    def objective(self, r: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """The weighted mean predicted loss (plain mean when ``weights`` is None)."""
-        losses = self.losses(r)
-        return losses.mean(axis=-1) if weights is None else losses @ (weights / weights.sum())
+    def objective(self, r: np.ndarray, weights: np.ndarray | None = None, metric: str = "loss") -> np.ndarray:
+        """The weighted mean (plain mean when ``weights`` is None) of the predicted ``metric``: the
+        loss, or the perplexity exp(loss) when the law was fitted on losses in nats."""
+        values = self.losses(r) if metric == "loss" else np.exp(self.losses(r))
+        return values.mean(axis=-1) if weights is None else values @ (weights / weights.sum())
 
 
 def min_runs(m: int) -> int:
@@ -124,30 +128,34 @@ def optimal_proportions(
     lower: Sequence[float] | None = None,
     upper: Sequence[float] | None = None,
     weights: Sequence[float] | None = None,
+    metric: str = "loss",
 ) -> np.ndarray:
     """The proportions minimising the law's objective on the simplex with ``lower <= r <= upper``.
 
     ``lower``/``upper``: per-domain bounds on the proportion (default 0 and 1), e.g. a floor as a
-    share of uniform and a cap from the available tokens; ``weights``: per validation domain.
+    share of uniform and a cap from the available tokens; ``weights``: per validation domain;
+    ``metric``: what the objective averages, ``loss`` or ``perplexity`` (exp of the fitted loss).
     """
-    m = law.t.shape[1]
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    return minimize_on_simplex(lambda r: float(law.objective(r, w, metric)), law.t.shape[1], lower, upper)
+
+
+def minimize_on_simplex(f: Callable[[np.ndarray], float], m: int, lower: Sequence[float] | None = None,
+                        upper: Sequence[float] | None = None) -> np.ndarray:
+    """The point of {lower <= r <= upper, sum r = 1} minimising ``f``: SLSQP from the centre and
+    from a start leaning towards each domain (``f`` need not be convex); the best is kept."""
     lo = np.zeros(m) if lower is None else np.asarray(lower, dtype=float)
     hi = np.ones(m) if upper is None else np.asarray(upper, dtype=float)
     if lo.shape != (m,) or hi.shape != (m,) or (lo > hi).any() or lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9:
-        raise AutoscaleError("mixing law: the bounds leave no proportions that sum to 1")
-    w = None if weights is None else np.asarray(weights, dtype=float)
-
-    def f(r: np.ndarray) -> float:
-        return float(law.objective(r, w))
-
+        raise AutoscaleError("the bounds leave no proportions that sum to 1")
     starts = [np.full(m, 1.0 / m)] + [np.eye(m)[i] * 0.7 + 0.3 / m for i in range(m)]
     best_r, best_f = None, math.inf
     for r0 in starts:
-        r0 = _project(r0, lo, hi)
+        r0 = project(r0, lo, hi)
         res = minimize(f, r0, method="SLSQP", bounds=list(zip(lo, hi, strict=True)),
                        constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}],
                        options={"ftol": 1e-12, "maxiter": 500})
-        r = _project(res.x, lo, hi)
+        r = project(res.x, lo, hi)
         value = f(r)
         if value < best_f:
             best_r, best_f = r, value
@@ -155,7 +163,7 @@ def optimal_proportions(
     return best_r
 
 
-def _project(r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def project(r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The point of {lo <= r <= hi, sum r = 1} closest to ``r`` (bisection on a shift)."""
     a, b = float((lo - r).min()) - 1.0, float((hi - r).max()) + 1.0
     for _ in range(100):

@@ -6,8 +6,9 @@
    ``strengths`` (small: mixtures dominated by one or two domains; large: close to the prior).
    Weights under ``min_weight`` are set to 0 (the rest renormalised), draws over a cap are rejected,
    and so is a draw within L1 ``min_distance`` of one already kept (a near-duplicate trains nothing new).
-2. ``fit_regressor``: a LightGBM regressor from mixture weights to the objective, with settings that
-   let it split at small K (leaves of 2 samples, no minimum hessian, one bin per sample).
+2. ``fit_regressor``: a LightGBM regressor from mixture weights to the objective (the caller passes
+   the loss, as RegMix regresses it), able to split at small K (no minimum hessian, one bin per
+   sample), its leaf size and boosting rounds chosen by 5-fold cross-validation on the runs.
 3. ``best_mixture``: the regressor's predictions on many random mixtures drawn the same way (floors
    and caps respected); the mean of the top-k is the answer.
 
@@ -19,7 +20,8 @@ Pure numpy plus ``lightgbm`` (imported when a regressor is fitted); no I/O, no t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,12 +95,31 @@ def sample_mixtures(
     return np.array(kept)
 
 
-def fit_regressor(weights: np.ndarray, objective: np.ndarray, seed: int = 0) -> Any:
-    """A LightGBM regressor of the objective on the mixture weights (``[K, m]`` -> ``[K]``)."""
-    try:
-        import lightgbm
-    except ImportError:
-        raise AutoscaleError("RegMix needs lightgbm: pip install 'autoscale[regmix]'") from None
+@dataclass(frozen=True)
+class Regressor:
+    """A fitted LightGBM booster with the settings 5-fold cross-validation chose and their score."""
+
+    booster: Any
+    params: Mapping[str, Any]
+    cv_spearman: float | None
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        return self.booster.predict(np.asarray(weights, dtype=float))
+
+
+#: the settings cross-validation chooses from: leaves of at least this many runs, boosting rounds
+LEAF_SIZES = (2, 4, 8)
+ROUNDS = (100, 300, 1000)
+
+
+def fit_regressor(weights: np.ndarray, objective: np.ndarray, seed: int = 0) -> Regressor:
+    """A LightGBM regressor of the objective on the mixture weights (``[K, m]`` -> ``[K]``).
+
+    With a few dozen runs the trees overfit easily, and the search then picks candidates whose
+    prediction is an artefact of the fit. So the leaf size and the number of rounds are chosen by
+    5-fold cross-validation on the runs themselves (the best Spearman correlation of out-of-fold
+    predictions; ties to the smaller model), then the regressor is refitted on every run.
+    """
     x = np.asarray(weights, dtype=float)
     y = np.asarray(objective, dtype=float)
     if x.ndim != 2 or y.shape != (x.shape[0],) or not (np.isfinite(x).all() and np.isfinite(y).all()):
@@ -106,14 +127,46 @@ def fit_regressor(weights: np.ndarray, objective: np.ndarray, seed: int = 0) -> 
     if x.shape[0] < min_runs(x.shape[1]):
         raise AutoscaleError(f"RegMix: {x.shape[0]} runs for {x.shape[1]} domains; needs at least "
                              f"{min_runs(x.shape[1])} (default {default_runs(x.shape[1])})")
+    best: tuple[float, dict[str, Any]] | None = None
+    for leaf in LEAF_SIZES:
+        if leaf > x.shape[0] // 4:
+            continue
+        for rounds in ROUNDS:
+            params = {"min_data_in_leaf": leaf, "rounds": rounds}
+            score = _cross_validated(x, y, params, seed)
+            if best is None or score > best[0] + 1e-12:
+                best = (score, params)
+    assert best is not None  # min_runs leaves room for leaves of 2
+    return Regressor(_booster(x, y, best[1], seed), best[1], best[0])
+
+
+def _booster(x: np.ndarray, y: np.ndarray, settings: Mapping[str, Any], seed: int) -> Any:
+    try:
+        import lightgbm
+    except ImportError:
+        raise AutoscaleError("RegMix needs lightgbm: pip install 'autoscale[regmix]'") from None
     params = {
-        "objective": "regression", "learning_rate": 0.05, "num_leaves": 8, "min_data_in_leaf": 2,
-        "min_sum_hessian_in_leaf": 0.0, "min_data_in_bin": 1, "feature_fraction": 1.0, "bagging_fraction": 1.0,
-        "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1,
+        "objective": "regression", "learning_rate": 0.05, "num_leaves": 8,
+        "min_data_in_leaf": settings["min_data_in_leaf"], "min_sum_hessian_in_leaf": 0.0, "min_data_in_bin": 1,
+        "feature_fraction": 1.0, "bagging_fraction": 1.0, "seed": seed, "deterministic": True,
+        "force_row_wise": True, "num_threads": 1, "verbose": -1,
     }
     data = lightgbm.Dataset(x, y, params={"min_data_in_bin": 1, "verbose": -1})
-    model = lightgbm.train(params, data, num_boost_round=500)
-    return model
+    return lightgbm.train(params, data, num_boost_round=settings["rounds"])
+
+
+def _cross_validated(x: np.ndarray, y: np.ndarray, settings: Mapping[str, Any], seed: int, folds: int = 5) -> float:
+    """Spearman correlation between ``y`` and out-of-fold predictions (-1 when undefined)."""
+    from scipy.stats import spearmanr
+
+    order = np.random.default_rng(seed).permutation(len(y))
+    predicted = np.empty(len(y))
+    for f in range(folds):
+        held = order[f::folds]
+        train = np.setdiff1d(order, held)
+        predicted[held] = _booster(x[train], y[train], settings, seed).predict(x[held])
+    rho = spearmanr(predicted, y).statistic
+    return float(rho) if np.isfinite(rho) else -1.0
 
 
 def best_mixture(

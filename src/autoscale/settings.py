@@ -45,3 +45,17 @@ def check_names(names: Any, prefix: str = "") -> None:
         problem = domain_name_problem(name)
         if problem is not None:
             raise ValueError(f"{prefix}domain name {name!r} {problem}")
+
+
+def check_epochs(epochs: float | dict[str, float] | None) -> float | dict[str, float] | None:
+    """``max_epochs``: one positive finite number or one per domain (or None: no cap)."""
+    values = epochs.values() if isinstance(epochs, dict) else ([] if epochs is None else [epochs])
+    check_names(epochs if isinstance(epochs, dict) else ())
+    if any(not (e > 0 and e != float("inf")) for e in values):
+        raise ValueError(f"max_epochs must be positive and finite, got {epochs}")
+    return epochs
+
+
+def check_base(base: str | dict[str, float]) -> str | dict[str, float]:
+    """A ``base:`` mixture: uniform, natural, or valid weights."""
+    return check_weights(base) if isinstance(base, dict) else base  # type: ignore[return-value]

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("autoscale.cli.core", "predict", "Extrapolate optimal mixtures to a larger budget (AutoScale)."),
     "data": ("autoscale.cli.data", "data", "Build the demo corpus, tokenise corpora, inspect token stores."),
     "train": ("autoscale.cli.train", "train", "Train one proxy model on a mixture."),
+    "eval": ("autoscale.cli.train", "evaluate", "Score a run on downstream tasks (lm-evaluation-harness)."),
     "run": ("autoscale.cli.experiment", "run", "Run an AutoScale experiment end to end (resumable)."),
     "status": ("autoscale.cli.experiment", "status", "Show what an experiment has done, is running, failed."),
     "report": ("autoscale.cli.report", "report", "Write plots and an HTML report for an experiment."),

@@ -25,7 +25,9 @@ from rich.table import Table
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Experiment directory (default: the config's `output`, or <config stem>/ beside it).")
 @click.option("--quiet", is_flag=True, help="No progress display; print the results only.")
-def run(config_path: str, out: str | None, quiet: bool) -> None:
+@click.option("--retrain-unkept", is_flag=True,
+              help="With target.downstream: train again the validation runs that kept no weights.")
+def run(config_path: str, out: str | None, quiet: bool, retrain_unkept: bool) -> None:
     """Run the AutoScale experiment CONFIG end to end: DDO at each budget, the extrapolated mixture
     at the target, and (if configured) validation runs with speed-ups. Resumable: rerun the same
     command after a crash or Ctrl-C, and no finished run is trained again."""
@@ -35,7 +37,7 @@ def run(config_path: str, out: str | None, quiet: bool) -> None:
     config = load_config(config_path)
     if out is not None:
         config = config.model_copy(update={"output": Path(out).resolve()})
-    result = run_with_progress(lambda reporter: run_experiment(config, reporter), quiet,
+    result = run_with_progress(lambda reporter: run_experiment(config, reporter, retrain_unkept), quiet,
                                f"autoscale run {config_path}")
     _print_result(result)
 
@@ -74,7 +76,7 @@ def _sigterm(signum: int, frame: Any) -> None:
 def _print_result(result: Any) -> None:
     console = Console()
     domains = list(result.target.domains)
-    table = Table(title=f"AutoScale mixtures (weights) - {result.directory}")
+    table = Table(title=f"{'AutoScale mixtures' if len(result.mixtures) < 2 else 'Mixtures'} (weights) - {result.directory}")
     table.add_column("mixture")
     table.add_column("tokens", justify="right")
     for d in domains:
@@ -86,23 +88,37 @@ def _print_result(result: Any) -> None:
         if ci:
             table.add_row("  95% interval", "", *(f"{ci[d][0]:.3f}-{ci[d][1]:.3f}" for d in domains))
     t = result.target
-    table.add_row("predicted", f"{t.budget:.4g}", *(f"{t.weights[d]:.3f}" for d in domains), style="bold")
+    if not result.mixtures or "predicted" in result.mixtures:  # AutoScale ran
+        table.add_row("predicted", f"{t.budget:.4g}", *(f"{t.weights[d]:.3f}" for d in domains), style="bold")
     intervals = (result.summary.get("target") or {}).get("intervals") or {}
     if intervals:
         table.add_row("  95% interval", "", *(f"{intervals[d][0]:.3f}-{intervals[d][1]:.3f}" for d in domains))
+    for name, m in result.mixtures.items():  # the other methods' mixtures
+        if name != "predicted":
+            table.add_row(name, f"{m.budget:.4g}", *(f"{m.weights[d]:.3f}" for d in domains), style="bold")
     console.print(table)
+    methods = result.summary.get("methods") or {}
+    if len(methods) > 1:
+        console.print("search compute (a run two designs share is trained once, charged to both):")
+        for name, e in methods.items():
+            console.print(f"  {name}: {e['search_runs']} runs, {e['search_tokens']:.4g} tokens "
+                          f"({e['search_vs_target']:.1f} x one target run; {e['shared_tokens']:.4g} shared)")
     held = (result.summary.get("target") or {}).get("held") or {}
     if held:
         console.print(f"held at their base share (effects not distinguishable from noise): {', '.join(held)}")
     validation = result.summary.get("validation") or {}
-    if validation.get("speedup_mean"):
-        console.print(f"speed-up of the predicted mixture (smoothing: {validation['smoothing']}):")
-    for baseline, value in (validation.get("speedup_mean") or {}).items():
-        console.print(f"  over {baseline}: {'not reached' if value is None else f'{value:+.1%}'}")
-    for g in validation.get("gains") or []:
-        ci = "" if g["interval"] is None else f" [{g['interval'][0]:+.1%}, {g['interval'][1]:+.1%}]"
-        console.print(f"  gain in the final objective over {g['baseline']}: {g['mean']:+.1%}{ci} "
-                      f"({g['seeds']} seed{'s' * (g['seeds'] != 1)}): {g['verdict']}")
+    means = validation.get("speedup_means") or {"predicted": validation.get("speedup_mean") or {}}
+    for of, by_baseline in means.items():
+        if by_baseline:
+            console.print(f"speed-up of the {of} mixture (smoothing: {validation['smoothing']}):")
+        for baseline, value in by_baseline.items():
+            console.print(f"  over {baseline}: {'not reached' if value is None else f'{value:+.1%}'}")
+        for g in validation.get("gains") or []:
+            if g.get("of", "predicted") != of:
+                continue
+            ci = "" if g["interval"] is None else f" [{g['interval'][0]:+.1%}, {g['interval'][1]:+.1%}]"
+            console.print(f"  gain in the final objective over {g['baseline']}: {g['mean']:+.1%}{ci} "
+                          f"({g['seeds']} seed{'s' * (g['seeds'] != 1)}): {g['verdict']}")
     for problem in validation.get("problems", []):
         console.print(f"[red]validation: {problem}[/red]")
 
@@ -277,6 +293,9 @@ def status(directory: str, as_json: bool) -> None:
                 console.print(f"DDO {d['budget']:.4g}: predicted gain over the base mixture {gain:.2%} "
                               f"(uncertainty {unc}); {d['replicates']} replicate(s), noise "
                               + ("unknown" if d["noise"] is None else f"{d['noise']:.2%}"))
+    for name, r in (info.get("downstream") or {}).items():
+        scores = ", ".join(f"{t} {v['value']:.3f}" for t, v in r["tasks"].items())
+        console.print(f"downstream {name}: average {r['average']:.3f} ({scores}; {r.get('seeds', 1)} seed(s))")
     runs = Table(title="runs")
     for col in ("run", "status", "tries", "tokens", "tok/s", "wall", "error"):
         runs.add_column(col, overflow="fold", no_wrap=col in ("status", "tries", "tokens", "tok/s", "wall"))

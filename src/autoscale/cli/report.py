@@ -61,31 +61,37 @@ def demo(quick: bool, directory: str | None, seed: int, corpus: str | None, quie
               help="Benchmark folder (default: ./autoscale-bench, or ./autoscale-bench-quick).")
 @click.option("--corpus", type=click.Path(file_okay=False), default=None,
               help="Use this corpus folder instead of fetching the demo corpus.")
-@click.option("--out", type=click.Path(dir_okay=False), default="bench/results/record.md", show_default=True,
-              help="Markdown section for BENCHMARKS.md.")
+@click.option("--methods", "methods", is_flag=True,
+              help="Compare AutoScale, RegMix and Data Mixing Laws at the target instead (reuses the first search).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Markdown section for BENCHMARKS.md [default: bench/results/record.md, or methods.md].")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def bench(quick: bool, directory: str | None, corpus: str | None, out: str, quiet: bool) -> None:
+def bench(quick: bool, directory: str | None, corpus: str | None, methods: bool, out: str | None, quiet: bool) -> None:
     """Benchmark of record: repeated noise-aware searches, an oracle (DDO at the target) and the
     validation of every mixture with several seeds; gains with 95% intervals and verdicts, the
-    fraction of the oracle's gain, the held-out-budget L1 and the search cost. Resumable: rerun
+    fraction of the oracle's gain, the held-out-budget L1 and the search cost. With --methods:
+    AutoScale, RegMix and Data Mixing Laws on the same runs, seeds and validation. Resumable: rerun
     the same command after an interruption."""
     from rich.console import Console
 
     from autoscale.cli.common import write_atomic
     from autoscale.recipes.bench import QUICK_BENCH, RECORD, record_markdown, run_bench
+    from autoscale.recipes.methods_bench import methods_markdown, run_methods_bench
 
     err = Console(stderr=True)
     default = "autoscale-bench-quick" if quick else "autoscale-bench"
-    command = ("autoscale bench" + (" --quick" if quick else "")
+    command = ("autoscale bench" + (" --quick" if quick else "") + (" --methods" if methods else "")
                + (f" --dir {directory}" if directory else "") + (f" --corpus {corpus}" if corpus else ""))
+    runner, render = (run_methods_bench, methods_markdown) if methods else (run_bench, record_markdown)
     result = run_with_progress(
-        lambda reporter: run_bench(
+        lambda reporter: runner(
             Path(directory or default), plan=QUICK_BENCH if quick else RECORD, corpus=corpus, reporter=reporter,
             say=lambda msg: err.print(f"[dim]{msg}[/dim]"),
         ),
         quiet, command,
     )
-    text = record_markdown(result, command)
+    out = out or f"bench/results/{'methods' if methods else 'record'}.md"
+    text = render(result, command)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out_path, text)

@@ -72,3 +72,47 @@ def train(mixture_path, budget, out, config_path, store_path, seed, device, quie
                f"{sum(metrics.tokens_per_domain.values()):,} tokens, {metrics.tokens_per_s or 0:,.0f} tok/s)")
     for domain, e in metrics.final.items():
         click.echo(f"  {domain:<16} loss {e.loss:.4f}  perplexity {e.perplexity:.2f}")
+
+
+@click.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--tasks", required=True, help="Comma-separated lm-eval tasks: autoscale's local ones (autoscale_wordcloze) "
+              "or standard tasks whose datasets are in the Hugging Face cache.")
+@click.option("--num-fewshot", type=click.IntRange(min=0), default=0, show_default=True, help="Few-shot examples.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N documents per task.")
+@click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+              help="The run's token store (its tokenizer); default: the experiment's, for a run inside one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, tasks, num_fewshot, limit, store_path, as_json):
+    """Score a finished run's kept weights on downstream tasks through lm-evaluation-harness
+    (cached in RUN_DIR/downstream/, keyed by run, tasks, few-shot count, limit and harness version)."""
+    import json
+
+    from autoscale.data.store import TokenStore
+    from autoscale.train.downstream import evaluate_run
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise AutoscaleError(f"run folder {run_dir!r} does not exist")
+    store = TokenStore.open(store_path or _experiment_store(run))
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    result = evaluate_run(run, store, names, num_fewshot=num_fewshot, limit=limit)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    for name, r in result["tasks"].items():
+        stderr = "" if r["stderr"] is None else f" +- {r['stderr']:.3f}"
+        click.echo(f"{name}: {r['metric']} {r['value']:.3f}{stderr}")
+    click.echo(f"average: {result['average']:.3f}{' (cached)' if result['cached'] else ''}")
+
+
+def _experiment_store(run: Path) -> str:
+    """The token store of the experiment a run folder belongs to (DIR/runs/<key>/)."""
+    from autoscale.experiment.folder import ExperimentFolder
+
+    folder = ExperimentFolder(run.resolve().parent.parent)
+    record = folder.read_json(folder.experiment) if folder.experiment.exists() else None
+    store = ((record or {}).get("config") or {}).get("data", {}).get("store")
+    if not store:
+        raise AutoscaleError(f"{run} is not inside an experiment folder: give its token store with --store")
+    return str(store)

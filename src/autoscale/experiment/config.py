@@ -17,7 +17,10 @@ line naming the key and the value. Relative paths are relative to the config fil
       model: {n_layer: 2, d_model: 64, n_head: 2, seq_len: 64}
       train: {batch_size: 8, lr: 3.0e-3}
       eval: {points: 8, max_tokens: 4096}
-    ddo:
+    methods: [autoscale, regmix, dml, doremi, mixture-law]  # mixing methods (autoscale.methods);
+                                   #   default [autoscale]. Each
+                                   #   has its section below, required when it runs, refused when not
+    ddo:                           # AutoScale's settings
       budgets: [1.0e5, 4.0e5]      # tokens, two or more, increasing
       ratios: [0.2, 3.0]           # perturbation amounts relative to the base run
       base: uniform                # uniform | natural | {domain: weight}
@@ -26,17 +29,34 @@ line naming the key and the value. Relative paths are relative to the config fil
       replicates: 1                # seeds per design point (seed, seed+1, ...): measures the noise
       bootstrap: 0                 # resamples of whole seeds for intervals (needs replicates >= 2)
       eval_points: 1               # DDO runs: the final evaluation only (and step 0, as every curve)
+    regmix:                        # RegMix's (methods/regmix.py): random mixtures at one budget
+      budget: 4.0e5                #   tokens of each search run
+      runs: 48                     #   mixtures trained (default 16 m; at least 4 m + 4)
+      prior: natural               #   natural (token shares; default with a store) | uniform
+      candidates: 100000           #   random mixtures the regressor scores; the top_k best averaged
+      top_k: 100
+      floor: null                  #   least weight of the chosen mixture (default 0.2 / m)
+      max_epochs: 4                #   caps, as ddo.max_epochs; eval_points, temperature, min_weight too
+    dml:                           # Data Mixing Laws' (methods/dml.py): budget, runs (default 4 m + 4;
+      budget: 4.0e5                #   at least m + 2) and the other settings of regmix but the search's
+    doremi:                        # DoReMi's (methods/doremi.py): one run in our trainer's DoReMi mode
+      budget: 4.0e5                #   tokens of the reference run and of the proxy run
+      base: uniform                #   the reference's mixture and the proxy's batches; eta 1, smoothing 1e-3
+    mixture_law:                   # the optimal-mixture law's (methods/mixture_law.py)
+      budgets: [1.0e5, 2.0e5, 4.0e5]   # 3 or more spanning 4x; runs (default 4 m + 4) mixtures at each
     objective:
       metric: perplexity           # perplexity | loss, per validation domain
       weights: null                # {domain: weight}; null: unweighted mean (the paper's)
     target:
-      budget: 1.6e6                # tokens; null: the paper's rule N2^2 / N1
+      budget: 1.6e6                # tokens; null: AutoScale's rule N2^2 / N1 (only with autoscale alone)
       offsets: false               # true: apply the law to tokens + DDO offsets (see extrapolate.py)
       validate: true               # train the predicted mixture and the comparisons at the target
-      compare: [uniform, natural, ddo]
+      compare: [uniform, natural, ddo]   # baselines (autoscale.baselines): uniform, natural, ddo (with
+                                         #   autoscale), llama-style; default the first three
       mixtures: {llama: {web: 0.7, code: 0.1, books: 0.2}}   # named custom weights, also compared
       seeds: [0]
       smoothing: 0.6               # curve smoothing: neighbours k evaluations away weigh w^k (0: none)
+      downstream: {tasks: [autoscale_wordcloze], num_fewshot: 0}   # lm-eval on every validation run
     executor:
       kind: inline                 # inline | ray | command
       retries: 1                   # extra attempts for a failed or diverged run
@@ -131,6 +151,14 @@ class ObjectiveConfig(_Strict):
         return _check_weights(v)
 
 
+class DownstreamConfig(_Strict):
+    """Downstream evaluation of every validation run through lm-evaluation-harness (`autoscale eval`)."""
+
+    tasks: list[str] = Field(min_length=1, description="autoscale's local tasks or cached standard lm-eval tasks")
+    num_fewshot: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1, description="score only the first N documents of each task")
+
+
 class TargetConfig(_Strict):
     """The large budget to predict for, and the optional validation runs there."""
 
@@ -142,6 +170,7 @@ class TargetConfig(_Strict):
     mixtures: dict[str, dict[str, float]] = Field(default_factory=dict, description="name -> weights")
     seeds: list[int] | None = Field(None, min_length=1)
     smoothing: float = Field(0.6, ge=0, lt=1, description="curve smoothing weight: neighbours k evaluations away weigh w^k")
+    downstream: DownstreamConfig | None = Field(None, description="lm-eval tasks for every validation run")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -157,14 +186,7 @@ class TargetConfig(_Strict):
     @field_validator("compare")
     @classmethod
     def _compare(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        unknown = [name for name in v if name not in BASELINES]
-        if unknown:
-            raise ValueError(f"unknown baseline {unknown[0]!r} (known: {', '.join(BASELINES)})")
-        if len(set(v)) != len(v):
-            raise ValueError(f"compare lists a mixture twice: {v}")
-        return v
+        return v if v is None else _known(v, BASELINES, "baseline")
 
 
 class ExecutorConfig(_Strict):
@@ -207,6 +229,16 @@ class ExecutorConfig(_Strict):
         return self
 
 
+def _known(names: list[str], known: Any, what: str) -> list[str]:
+    """``names`` when each is one of ``known`` and none repeats (ValueError: pydantic reports it)."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r} (known: {', '.join(known)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"lists a {what} twice: {names}")
+    return names
+
+
 def _check_placeholders(arg: str) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
@@ -237,12 +269,7 @@ class _Experiment(_Strict):
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str]) -> list[str]:
-        unknown = [name for name in v if name not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method {unknown[0]!r} (known: {', '.join(METHODS)})")
-        if len(set(v)) != len(v):
-            raise ValueError(f"methods lists a method twice: {v}")
-        return v
+        return _known(v, METHODS, "method")
 
     @model_validator(mode="after")
     def _consistent(self) -> _Experiment:
@@ -267,13 +294,23 @@ class _Experiment(_Strict):
                                  f"({', '.join(self.methods)})")
             if method.name in self.methods and getattr(self, method.section) is None:
                 raise ValueError(f"missing required setting {method.section!r} (the settings of method {method.name!r})")
+        if self.target.downstream is not None:
+            if self.executor.kind == "command":
+                raise ValueError("target.downstream evaluates the weights autoscale's trainer keeps, not executor "
+                                 "kind 'command' (score your own checkpoints with lm-eval directly)")
+            if not self.target.validate_:
+                raise ValueError("target.downstream evaluates the validation runs: set target.validate: true")
+        others = [m for m in self.methods if m != "autoscale"]
+        if others and self.target.budget is None:
+            raise ValueError(f"target.budget is required with method {others[0]!r} "
+                             "(only AutoScale has a default target, its law's N2^2/N1)")
         if "autoscale" not in self.methods:
-            if self.target.budget is None:
-                raise ValueError("target.budget is required when autoscale is not among the methods "
-                                 "(its default, N2^2/N1, is AutoScale's)")
             if self.target.compare is not None and "ddo" in self.target.compare:
                 raise ValueError("target.compare: 'ddo' (AutoScale's DDO optimum reused) needs autoscale among the methods")
         for name, settings in self.method_settings.items():
+            if METHODS[name].own_trainer and self.executor.kind == "command":
+                raise ValueError(f"method {name!r} needs autoscale's trainer (executor kind inline or ray), "
+                                 "not executor kind 'command'")
             largest = max(METHODS[name].search_budgets(settings))
             if self.target.budget is not None and self.target.budget <= largest:
                 section = METHODS[name].section

@@ -47,6 +47,7 @@ STORE = "runs.sqlite"
 LOCK = ".lock"
 RUNS = "runs"
 METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"  # a run's checkpoint; kept after the run when its weights are wanted
 AUTOSCALE = "autoscale"  # its files keep their historic names: runs_<b>.csv, ddo_<b>.json, target.json
 
 

@@ -28,6 +28,7 @@ event dataclasses below); nothing is printed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from autoscale.domains import check_mixture_domains
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.executors import Executor, RunJob, RunOutcome, RunProgress, make_executor
-from autoscale.experiment.folder import METRICS, ExperimentFolder
+from autoscale.experiment.folder import CHECKPOINT, METRICS, ExperimentFolder
 from autoscale.experiment.runstore import RunSpec, RunStore, experiment_lock
 from autoscale.methods import METHODS
 from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, Stage
@@ -224,8 +225,12 @@ def _corpus_sources(path: Path, domains: Sequence[str] | None) -> dict[str, Path
 # --- the pipeline ---------------------------------------------------------------------------------
 
 
-def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None) -> ExperimentResult:
+def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None,
+                   retrain_unkept: bool = False) -> ExperimentResult:
     """Run (or resume) the experiment ``config`` describes, in ``config.output``.
+
+    ``retrain_unkept``: with ``target.downstream``, train again the validation runs that finished
+    before it was configured and so kept no weights (else they are one error naming them).
 
     Raises AutoscaleError for bad input and unrecoverable failures (one line), KeyboardInterrupt
     after marking running runs interrupted.
@@ -246,7 +251,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None) -
         if stale:
             report(Note(f"{len(stale)} run(s) left running by an earlier invocation will resume"))
         folder.write_json(folder.experiment, _experiment_record(config, setup))
-        pipe = _Pipeline(config, setup, store, folder, report, contexts, plans)
+        pipe = _Pipeline(config, setup, store, folder, report, contexts, plans, retrain_unkept)
         try:
             return pipe.run()
         except KeyboardInterrupt:
@@ -262,10 +267,13 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None) -
 
 class _Pipeline:
     def __init__(self, config: ExperimentConfig, setup: _Setup, store: RunStore, folder: ExperimentFolder,
-                 report: Reporter, contexts: Mapping[str, Context], plans: Mapping[str, Sequence[Stage]]):
+                 report: Reporter, contexts: Mapping[str, Context], plans: Mapping[str, Sequence[Stage]],
+                 retrain_unkept: bool = False):
         self.config, self.setup, self.store, self.report = config, setup, store, report
+        self.retrain_unkept = retrain_unkept
         self.folder, self.out = folder, folder.path
         self.contexts, self.plans = contexts, plans
+        self.search_runs: dict[str, dict[str, float]] = {}  # method -> run key -> its training tokens
         self._executor: Executor | None = None
         self.started = time.time()
         self.keys: set[str] = set()  # the runs this invocation's stages use
@@ -317,15 +325,21 @@ class _Pipeline:
     # --- runs ---------------------------------------------------------------------------------------
 
     def job(self, stage: str, label: str, tokens: Mapping[str, float], seed: int,
-            eval_points: int | None = None) -> RunJob:
+            eval_points: int | None = None, mode: Mapping[str, Any] | None = None) -> RunJob:
         """Register a run of ``tokens`` (absolute, rounded to whole tokens) for ``stage``/``label``;
-        ``eval_points`` overrides the proxy's evaluation points (and so is part of the key)."""
+        ``eval_points`` overrides the proxy's evaluation points and ``mode`` is a training mode
+        (both part of the key)."""
         rounded = tuple((d, int(round(float(tokens[d])))) for d in self.setup.domains)
-        trainer = self.setup.trainer if eval_points is None else {**self.setup.trainer, "eval_points": eval_points}
+        trainer = dict(self.setup.trainer)
+        if eval_points is not None:
+            trainer["eval_points"] = eval_points
+        if mode is not None:
+            trainer["mode"] = dict(mode)
         spec = RunSpec(self.setup.data_id, trainer, rounded, seed)
         self.store.register(spec, stage, label)
         self.keys.add(spec.key)
-        return RunJob(spec.key, f"{stage}: {label}", dict(rounded), seed, self.folder.run_dir(spec.key), eval_points)
+        return RunJob(spec.key, f"{stage}: {label}", dict(rounded), seed, self.folder.run_dir(spec.key), eval_points,
+                      None if mode is None else dict(mode))
 
     def execute(self, stage: str, jobs: Sequence[RunJob]) -> None:
         """Train the jobs not finished yet, retrying failures; every outcome goes to the store."""
@@ -400,7 +414,8 @@ class _Pipeline:
     def search_stage(self, method: str, settings: Any, ctx: Context, stage: Stage) -> list[FinishedRun]:
         """Train one stage of a method's design; its check's artefacts are written at once."""
         self.store.set_stage(stage.name, "running")
-        jobs = [self.job(stage.name, r.label, r.tokens, r.seed, r.eval_points) for r in stage.runs]
+        jobs = [self.job(stage.name, r.label, r.tokens, r.seed, r.eval_points, r.mode) for r in stage.runs]
+        self.search_runs.setdefault(method, {}).update({job.key: r.cost for job, r in zip(jobs, stage.runs, strict=True)})
         self.store.forget_uses(stage.name, {r.label for r in stage.runs})
         self.execute(stage.name, jobs)
         finished = []
@@ -424,6 +439,11 @@ class _Pipeline:
                      runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
         result = METHODS[method].result(settings, ctx, runs)
         self.write_artefacts(method, result.artefacts)
+        named = {stage for stage, _, _ in result.stages}
+        for stage, finished in runs.items():  # search stages the result does not complete itself
+            if stage not in named:
+                done = sum(r.status == "completed" for r in finished)
+                self.stage_done(stage, "completed", f"{done} of {len(finished)} runs completed")
         for stage, detail, warnings in result.stages:
             for warning in warnings:
                 self.report(Note(f"{stage}: {warning}"))
@@ -461,6 +481,10 @@ class _Pipeline:
                 label = name if len(seeds) == 1 else f"{name} seed {seed}"
                 labels.add(label)
                 jobs[name, seed] = self.job(stage, label, mixture.tokens, seed)
+        downstream = self.config.target.downstream
+        if downstream is not None:
+            jobs = {k: dataclasses.replace(j, keep_weights=True) for k, j in jobs.items()}
+            self.check_kept_weights(list(jobs.values()))
         self.store.forget_uses(stage, labels)
         self.execute(stage, list(jobs.values()))
 
@@ -508,18 +532,92 @@ class _Pipeline:
             "mixtures": {n: m.to_dict() for n, m in mixtures.items()},
             "runs": runs,
             "speedups": [s.to_dict() | {"seed": seed} for seed, s in speedups],
-            "speedup_mean": _mean_speedups([s for _, s in speedups]),
+            "speedup_mean": _mean_speedups([s for _, s in speedups if s.method == own[0]]),
+            "speedup_means": {mine: _mean_speedups([s for _, s in speedups if s.method == mine]) for mine in own},
             "final_perplexity": _mean_final_perplexity(runs),
             "gains": _gains(runs, own),
             "problems": problems,
         }
+        if downstream is not None:
+            record["downstream"] = self.downstream_stage(jobs)
         self.folder.write_json(self.folder.validation, record)
         means = ", ".join(f"{b} {'not reached' if v is None else f'{v:+.1%}'}" for b, v in record["speedup_mean"].items())
         self.stage_done(stage, "failed" if problems else "completed",
                         "; ".join(problems) if problems else f"speed-up of {own[0]} over {means}")
         return record, [s for _, s in speedups]
 
+    # --- downstream evaluation of the validation runs ------------------------------------------------
+
+    def check_kept_weights(self, jobs: Sequence[RunJob]) -> None:
+        """Validation runs that finished without weights (before target.downstream was set): one
+        error naming them, or with ``retrain_unkept`` marked to train again (never silently)."""
+        unkept = [j for j in jobs if (r := self.store.get(j.key)) is not None and r.status == "completed"
+                  and not (j.run_dir / CHECKPOINT).exists()]
+        if not unkept:
+            return
+        if not self.retrain_unkept:
+            names = "; ".join(f"{j.label} ({j.run_dir.relative_to(self.out)})" for j in unkept)
+            raise AutoscaleError(f"target.downstream: {len(unkept)} validation run(s) finished before it was set and "
+                                 f"kept no weights: {names}; retrain them with `autoscale run CONFIG --retrain-unkept`")
+        for j in unkept:
+            self.store.mark_finished(j.key, "failed", error="retrained: it kept no weights for downstream evaluation")
+            (j.run_dir / METRICS).unlink(missing_ok=True)
+            self.report(Note(f"{j.label}: kept no weights; trained again for downstream evaluation"))
+
+    def downstream_stage(self, jobs: Mapping[tuple[str, int], RunJob]) -> dict[str, Any]:
+        """Every completed validation run scored on the configured tasks (cached per run)."""
+        from autoscale.data.store import TokenStore
+        from autoscale.train.downstream import evaluate_run, mean_over_seeds
+
+        cfg = self.config.target.downstream
+        assert cfg is not None and self.setup.store_path is not None
+        self.store.set_stage("downstream", "running")
+        store = TokenStore.open(self.setup.store_path)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for (name, seed), job in jobs.items():
+            record = self.store.get(job.key)
+            if record is None or record.status != "completed":
+                continue
+            result = evaluate_run(job.run_dir, store, cfg.tasks, cfg.num_fewshot, cfg.limit)
+            self.report(Note(f"downstream: {job.label}: average {result['average']:.3f}"
+                             + (" (cached)" if result["cached"] else "")))
+            runs.setdefault(name, []).append({"seed": seed, **{k: v for k, v in result.items() if k != "cached"}})
+        mixtures = {name: mean_over_seeds(results) for name, results in runs.items()}
+        best = max(mixtures, key=lambda n: mixtures[n]["average"]) if mixtures else None
+        self.stage_done("downstream", "completed", None if best is None else
+                        f"best average {best} {mixtures[best]['average']:.3f} over {', '.join(cfg.tasks)}")
+        return {"tasks": list(cfg.tasks), "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "runs": runs,
+                "mixtures": mixtures}
+
     # --- summary ------------------------------------------------------------------------------------
+
+    def method_summaries(self, results: Mapping[str, MethodResult],
+                         validation: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, float]]:
+        """Per method: its mixture, the compute of its whole design (runs it shares with another
+        method's design are charged to both; ``shared_tokens`` says how much), and at the target its
+        final objective and gain over uniform. And the search compute charged vs trained."""
+        out: dict[str, Any] = {}
+        finals = {n: [e["final_objective"] for e in v if e.get("final_objective") is not None]
+                  for n, v in ((validation or {}).get("runs") or {}).items()}
+        gains = {(g["of"], g["baseline"]): g for g in (validation or {}).get("gains") or []}
+        trained: dict[str, float] = {}
+        for name, result in results.items():
+            method, mine = METHODS[name], self.search_runs.get(name, {})
+            trained |= mine
+            others = {k for n, runs in self.search_runs.items() if n != name for k in runs}
+            tokens = float(sum(mine.values()))
+            out[name] = {
+                "mixture": method.mixture, "description": method.description,
+                "weights": result.mixture.weights, "target_budget": result.mixture.budget,
+                "search_runs": len(mine), "search_tokens": tokens,
+                "search_vs_target": tokens / result.mixture.budget,
+                "shared_tokens": float(sum(t for k, t in mine.items() if k in others)),
+                "final_objective": float(np.mean(finals[method.mixture])) if finals.get(method.mixture) else None,
+                "gain_over_uniform": gains.get((method.mixture, "uniform")),
+            }
+        compute = {"charged_tokens": float(sum(e["search_tokens"] for e in out.values())),
+                   "trained_tokens": float(sum(trained.values()))}
+        return out, compute
 
     def write_summary(self, results: Mapping[str, MethodResult], validation: Mapping[str, Any] | None) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -534,15 +632,18 @@ class _Pipeline:
         }
         for result in results.values():
             summary.update(result.summary)
+        summary["methods"], summary["search_compute"] = self.method_summaries(results, validation)
         summary |= {
             "validation": None if validation is None else {
                 "smoothing": validation["smoothing"],
                 "speedups": validation["speedups"],
                 "speedup_mean": validation["speedup_mean"],
+                "speedup_means": validation["speedup_means"],
                 "final_perplexity": validation["final_perplexity"],
                 "final_objective": {n: [e.get("final_objective") for e in v] for n, v in validation["runs"].items()},
                 "gains": validation["gains"],
                 "problems": validation["problems"],
+                **({"downstream": validation["downstream"]["mixtures"]} if "downstream" in validation else {}),
             },
             "runs": counts,
             "wall_time_s": time.time() - self.started,  # of this invocation
@@ -556,7 +657,7 @@ class _Pipeline:
 
 
 def _mean_speedups(speedups: Sequence[SpeedUp]) -> dict[str, float | None]:
-    """Mean speed-up per comparison over seeds (None if any seed never reached the baseline)."""
+    """Mean speed-up per baseline over seeds (None if any seed never reached the baseline)."""
     by: dict[str, list[float | None]] = {}
     for s in speedups:
         by.setdefault(s.baseline, []).append(s.speedup)
@@ -611,7 +712,7 @@ def _gains(runs: Mapping[str, Sequence[Mapping[str, Any]]], own: Sequence[str]) 
         predicted = finals(runs.get(mine, []))
         for name, entries in runs.items():
             if name not in own and (g := paired_gain(name, predicted, finals(entries))) is not None:
-                out.append(g.to_dict())
+                out.append({"of": mine} | g.to_dict())
     return out
 
 

@@ -403,6 +403,7 @@ def experiment_status(directory: Path) -> dict[str, Any]:
         "runs": rows,
         "totals": dict(sorted(totals.items())),
         "ddo": _ddo_summaries(directory),
+        "downstream": _downstream(directory),
     }
 
 
@@ -455,3 +456,16 @@ def _ddo_summaries(directory: Path) -> list[dict[str, Any]]:
             "weights": (record.get("mixture") or {}).get("weights") or {},
         })
     return sorted(out, key=lambda d: d["budget"])
+
+
+def _downstream(directory: Path) -> dict[str, Any]:
+    """Downstream scores per validated mixture (validation.json), when evaluated."""
+    from autoscale.experiment.folder import ExperimentFolder
+
+    folder = ExperimentFolder(directory)
+    try:
+        record = folder.read_json(folder.validation) or {}
+    except AutoscaleError:
+        return {}  # being written: status shows what it can
+    downstream = record.get("downstream") if isinstance(record, dict) else None
+    return dict(downstream.get("mixtures") or {}) if isinstance(downstream, dict) else {}

@@ -9,5 +9,9 @@ from __future__ import annotations
 
 from autoscale.methods.autoscale import AutoScale
 from autoscale.methods.base import Method
+from autoscale.methods.dml import DataMixingLaws
+from autoscale.methods.doremi import DoReMi
+from autoscale.methods.mixture_law import MixtureLawMethod
+from autoscale.methods.regmix import RegMix
 
-METHODS: dict[str, Method] = {m.name: m for m in (AutoScale(),)}
+METHODS: dict[str, Method] = {m.name: m for m in (AutoScale(), RegMix(), DataMixingLaws(), DoReMi(), MixtureLawMethod())}

@@ -16,7 +16,7 @@ Settings: the config's ``ddo:`` section (`DDOConfig`). Target default: N2^2 / N1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -28,14 +28,13 @@ from autoscale.methods.base import (
     MethodResult,
     PlannedRun,
     Stage,
+    base_weights,
     runs_table,
     weights_line,
 )
 from autoscale.mixture import Mixture
 from autoscale.settings import Strict as _Strict
-from autoscale.settings import Tokens
-from autoscale.settings import check_names as _check_names
-from autoscale.settings import check_weights as _check_weights
+from autoscale.settings import Tokens, check_base, check_epochs
 from autoscale.tokens import budget_name
 
 
@@ -71,19 +70,9 @@ class DDOConfig(_Strict):
             raise ValueError(f"ratios must be distinct, got {v}")
         return v
 
-    @field_validator("base")
-    @classmethod
-    def _base(cls, v: Any) -> Any:
-        return _check_weights(v) if isinstance(v, dict) else v
+    _base = field_validator("base")(check_base)
 
-    @field_validator("max_epochs")
-    @classmethod
-    def _epochs(cls, v: Any) -> Any:
-        values = v.values() if isinstance(v, dict) else ([] if v is None else [v])
-        _check_names(v if isinstance(v, dict) else ())
-        if any(not (e > 0 and e != float("inf")) for e in values):
-            raise ValueError(f"max_epochs must be positive and finite, got {v}")
-        return v
+    _epochs = field_validator("max_epochs")(check_epochs)
 
 
 class AutoScale:
@@ -94,16 +83,10 @@ class AutoScale:
     mixture = "predicted"
     description = "AutoScale: DDO at two or more small budgets, extrapolated to the target by its law"
     Settings = DDOConfig
+    own_trainer = False
 
     def base(self, settings: DDOConfig, ctx: Context, budget: float) -> Mixture:
-        if settings.base == "uniform":
-            weights = {d: 1.0 for d in ctx.domains}
-        elif settings.base == "natural":
-            assert ctx.natural is not None  # the config validator guarantees a store
-            weights = {d: float(ctx.natural[d]) for d in ctx.domains}
-        else:
-            weights = {d: float(settings.base[d]) for d in ctx.domains}
-        return Mixture.from_weights(weights, budget)
+        return Mixture.from_weights(base_weights(settings.base, ctx, self.section), budget)
 
     def search_budgets(self, settings: DDOConfig) -> list[float]:
         return list(settings.budgets)

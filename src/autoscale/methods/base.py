@@ -48,17 +48,25 @@ class Context:
 class PlannedRun:
     """One training run a method asks for: ``tokens`` per domain (absolute), a seed, and
     optionally fewer evaluation points than the proxy's (a search run needs its final value only).
-    ``label`` is unique within its stage; ``row`` names it in a runs table (default: the label)."""
+    ``label`` is unique within its stage; ``row`` names it in a runs table (default: the label).
+    A run with a ``mode`` needs autoscale's trainer (the method says so: ``own_trainer``)."""
 
     label: str
     tokens: Mapping[str, float]
     seed: int
     eval_points: int | None = None
     row: str | None = None
+    mode: Mapping[str, Any] | None = None  # a training mode of our trainer (DoReMi's); in the run key
+    phases: int = 1  # trainings of ``tokens`` the run makes (DoReMi: the reference, then the proxy)
 
     @property
     def budget(self) -> float:
         return float(sum(self.tokens.values()))
+
+    @property
+    def cost(self) -> float:
+        """Training tokens the run costs: its budget times its phases."""
+        return self.budget * self.phases
 
 
 @dataclass(frozen=True)
@@ -110,13 +118,15 @@ class MethodResult:
 class Method(Protocol):
     """A data-mixing method. ``name`` is its entry in the config's ``methods:`` list, ``section``
     the config section holding its ``Settings`` (pydantic; None: the method has no section),
-    ``mixture`` the name of its mixture in validation, ``description`` one line for the report."""
+    ``mixture`` the name of its mixture in validation, ``description`` one line for the report;
+    ``own_trainer``: its runs need autoscale's trainer (a training mode), not the user's command."""
 
     name: ClassVar[str]
     section: ClassVar[str]
     mixture: ClassVar[str]
     description: ClassVar[str]
     Settings: ClassVar[type[BaseModel]]
+    own_trainer: ClassVar[bool]
 
     def search_budgets(self, settings: Any) -> Sequence[float]:
         """The budgets its search trains at (the target must exceed them)."""
@@ -154,9 +164,23 @@ def runs_table(runs: Sequence[FinishedRun], domains: Sequence[str], metric: str)
 
 def search_tokens(stages: Sequence[Stage]) -> float:
     """The training tokens a method's design costs (every run counted, shared or not)."""
-    return float(sum(run.budget for stage in stages for run in stage.runs))
+    return float(sum(run.cost for stage in stages for run in stage.runs))
 
 
 def weights_line(mixture: Mixture) -> str:
     """``web 0.500, code 0.300, books 0.200``: a mixture's weights in one line."""
     return ", ".join(f"{d} {w:.3f}" for d, w in mixture.weights.items())
+
+
+def base_weights(base: str | Mapping[str, float], ctx: Context, section: str) -> dict[str, float]:
+    """A ``base:`` setting (uniform | natural | {domain: weight}) as weights over ``ctx.domains``."""
+    from autoscale.errors import AutoscaleError
+
+    if base == "uniform":
+        return {d: 1.0 for d in ctx.domains}
+    if base == "natural":
+        if ctx.natural is None:
+            raise AutoscaleError(f"{section}.base 'natural' needs data.store (the store's token shares)")
+        return {d: float(ctx.natural[d]) for d in ctx.domains}
+    assert isinstance(base, Mapping)
+    return {d: float(base.get(d, 0.0)) for d in ctx.domains}

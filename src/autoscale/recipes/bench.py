@@ -215,6 +215,19 @@ def held_out_budget(budgets: Sequence[float]) -> float:
     return float(round(math.sqrt(budgets[0] * budgets[1])))
 
 
+def open_bench_workspace(
+    directory: str | os.PathLike, plan: BenchPlan, corpus: str | os.PathLike | None, say: Callable[[str], None] | None,
+) -> tuple[Path, Path, tuple[str, ...], Callable[[str], None]]:
+    """The benchmark's workspace (`autoscale.recipes.demo.open_workspace`), Ray checked first when
+    the plan trains runs in parallel."""
+    if plan.proxy.workers > 1:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise AutoscaleError("the benchmark trains 2 runs at once on Ray: pip install 'autoscale[ray]'") from None
+    return open_workspace(directory, plan.proxy, corpus, say, "benchmark")
+
+
 def run_bench(
     directory: str | os.PathLike,
     *,
@@ -228,12 +241,7 @@ def run_bench(
 
     started = time.perf_counter()
     p = plan.proxy
-    if p.workers > 1:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise AutoscaleError("the benchmark trains 2 runs at once on Ray: pip install 'autoscale[ray]'") from None
-    out, source, domains, note = open_workspace(directory, p, corpus, say, "benchmark")
+    out, source, domains, note = open_bench_workspace(directory, plan, corpus, say)
     note(f"benchmark: {plan.searches} searches x {p.replicates} replicates, oracle, validation with seeds "
          f"{', '.join(map(str, p.seeds))}; about {format_tokens(plan.training_tokens())} training tokens")
 

@@ -16,12 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from autoscale.atomic import write_bytes_atomic
+from autoscale.baselines import BASELINES
 from autoscale.errors import AutoscaleError
-from autoscale.report.plots import plot_fits, plot_validation, plot_weight_intervals, plot_weights_vs_budget
+from autoscale.report.plots import (
+    plot_fits,
+    plot_methods,
+    plot_validation,
+    plot_weight_intervals,
+    plot_weights_vs_budget,
+)
 from autoscale.report.results import ReportData, format_tokens
 
 #: file name -> caption, in page order
 PLOTS = {
+    "methods.png": "Each mixing method's gain over uniform at the target (mean over the validation seeds, bar: "
+    "its 95% interval) against the compute of its search, in multiples of one target run.",
     "weights_vs_budget.png": "Optimal weights per domain at each budget. Solid bars were measured by DDO "
     "(trained proxies); hatched bars are extrapolated by the AutoScale law.",
     "weight_intervals.png": "Each domain's weight with its 95% bootstrap interval (whole seeds resampled, "
@@ -36,11 +45,6 @@ PLOTS = {
 }
 
 #: what the pipeline's built-in comparison mixtures are
-COMPARISONS = {
-    "uniform": "every domain the same weight",
-    "natural": "the corpus's own token shares",
-    "ddo": "the DDO optimum of the largest DDO budget, reused at the target as is",
-}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -162,9 +166,38 @@ def _validation_table(data: ReportData) -> str:
 
     note = (f"<p>Speed-ups in training tokens, on the mean curve over seeds, smoothed as the plot's lines: "
             f"{_e(describe_smoothing(data.smoothing))}. "
-            + " ".join(f"<b>{_e(n)}</b>: {_e(t)}." for n, t in COMPARISONS.items()
+            + " ".join(f"<b>{_e(n)}</b>: {_e(b.description)}." for n, b in BASELINES.items()
                        if any(c.name == n for c in data.validation)) + "</p>")
     return _table(header, rows, classes) + note
+
+
+def _methods_table(data: ReportData) -> str:
+    """Per method: its search compute and, at the target, its final objective and gain over uniform."""
+    rows = [[f"<b>{_e(m.name)}</b>", _e(m.mixture), str(m.search_runs), _e(format_tokens(m.search_tokens)),
+             f"{m.search_vs_target:.1f}", _e(format_tokens(m.shared_tokens)),
+             "-" if m.final is None else f"{m.final:.4f}", _gain_cell(m.gain)] for m in data.methods]
+    note = ("<p>Each method is charged the whole compute of its own design; a run two designs share (the same "
+            "mixture, budget and seed) was trained once, and 'shared' says how many of its tokens were. "
+            + " ".join(f"<b>{_e(m.name)}</b>: {_e(m.description)}." for m in data.methods) + "</p>")
+    return _table(["method", "mixture", "search runs", "search tokens", "x one target run", "shared tokens",
+                   f"final {data.objective_label}", "gain over uniform (95% CI over seeds): verdict"], rows) + note
+
+
+def _downstream_table(data: ReportData) -> str:
+    """Mixtures x tasks: lm-evaluation-harness accuracy, mean over seeds (+- its standard error)."""
+    tasks = list(next(iter(data.downstream.values()))["tasks"])
+    rows, classes = [], []
+    for name, r in data.downstream.items():
+        cells = []
+        for t in tasks:
+            v = r["tasks"][t]
+            cells.append(f"{v['value']:.3f}" + ("" if v.get("stderr") is None else f" &plusmn; {v['stderr']:.3f}"))
+        rows.append([_e(name), *cells, f"{r['average']:.3f}", str(r.get("seeds", 1))])
+        classes.append("predicted" if name == data.predicted else "")
+    note = ("<p>Scores of lm-evaluation-harness on every validation run (mean over seeds; &plusmn;: the standard "
+            "error over seeds, or the harness's own with one seed). autoscale's local tasks (autoscale_*) are a "
+            "smoke test of the evaluation path, not a measure of downstream ability.</p>")
+    return _table(["mixture", *[_e(t) for t in tasks], "average", "seeds"], rows, classes) + note
 
 
 def _gain_cell(g) -> str:
@@ -258,9 +291,13 @@ def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
         parts.append('<div class="notes">' + "<br>".join(_e(n) for n in data.notes) + "</div>")
     if data.facts:
         parts.append(_table(["setting", "value"], [[_e(k), _e(v)] for k, v in data.facts.items()]))
+    if data.methods:
+        parts += ["<h2>Methods compared</h2>", _methods_table(data)]
     if data.validation:
         parts += ["<h2>Validation at the target budget</h2>", _validation_table(data), _domain_finals_table(data),
                   _validated_weights_table(data)]
+    if data.downstream:
+        parts += ["<h2>Downstream evaluation</h2>", _downstream_table(data)]
     if data.mixtures:
         parts += ["<h2>Mixtures</h2>", _mixtures_table(data), "<h2>Predicted target mixture</h2>", _predicted_table(data)]
     parts.append("<h2>Plots</h2>")
@@ -283,6 +320,8 @@ def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
 def draw_plots(data: ReportData) -> dict[str, bytes]:
     """The PNGs the data allows (file name -> bytes); a plot with nothing to show is left out."""
     images: dict[str, bytes] = {}
+    if any(m.gain is not None for m in data.methods):
+        images["methods.png"] = plot_methods(data.methods)
     if data.mixtures:
         images["weights_vs_budget.png"] = plot_weights_vs_budget(data.mixtures, data.domains)
     if any(p.intervals for p in data.mixtures):

@@ -18,7 +18,14 @@ from autoscale.domains import check_domain_names
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.folder import AUTOSCALE, ExperimentFolder
 from autoscale.mixture import Mixture
-from autoscale.report.results import CurveFit, ReportData, ValidationCurve, WeightsAtBudget, format_tokens
+from autoscale.report.results import (
+    CurveFit,
+    MethodSummary,
+    ReportData,
+    ValidationCurve,
+    WeightsAtBudget,
+    format_tokens,
+)
 from autoscale.speedup import curve_tokens
 
 # -- the shapes of the files the report reads ------------------------------------------------------
@@ -181,10 +188,14 @@ def load_experiment(directory: str | Path) -> ReportData:
         with _malformed(folder.experiment):
             check_domain_names(experiment["domains"])
     summary = _record(folder.summary, SUMMARY_FIELDS) or {}
-    ddo_files = folder.search_records(AUTOSCALE)
-    if not ddo_files:
+    config = experiment.get("config") or {}
+    methods = [str(m) for m in config.get("methods") or [AUTOSCALE]]
+    ddo_files = folder.search_records(AUTOSCALE) if AUTOSCALE in methods else []
+    others = [m for m in methods if m != AUTOSCALE and folder.method_result(m).exists()]
+    if not ddo_files and not others:
         raise AutoscaleError(
-            f"{str(out)!r} holds no DDO results (ddo_<budget>.json): run `autoscale run CONFIG` first"
+            f"{str(out)!r} holds no results (ddo_<budget>.json or <method>_target.json): "
+            "run `autoscale run CONFIG` first"
         )
     domains = tuple(experiment.get("domains") or summary.get("domains") or ())
     mixtures: list[WeightsAtBudget] = []
@@ -216,11 +227,20 @@ def load_experiment(directory: str | Path) -> ReportData:
                                             intervals=_intervals(target, target_path),
                                             held=tuple(target.get("held") or ())))
             notes += [f"extrapolation: {w}" for w in target.get("warnings") or []]
+    for name in others:
+        path = folder.method_result(name)
+        record = _record(path, TARGET_FIELDS, ("mixture",))
+        assert record is not None  # listed above
+        with _malformed(path):
+            mix = Mixture.from_dict(record["mixture"], "'mixture'")
+            mixtures.append(WeightsAtBudget(name, mix.budget, mix.weights, measured=False))
+            notes += [f"{name}: {w}" for w in record.get("warnings") or []]
+    rows = summary.get("methods") if isinstance(summary.get("methods"), dict) else {}
+    predicted = "predicted" if AUTOSCALE in methods else str((rows.get(methods[0]) or {}).get("mixture") or methods[0])
     validation = _record(folder.validation, VALIDATION_FIELDS, ("runs", "mixtures")) or {}
     with _malformed(folder.validation):
         curves, more = _curves(validation)
     notes += more + [f"validation: {p}" for p in validation.get("problems") or []]
-    config = experiment.get("config") or {}
     facts = _facts(config, experiment, summary, validation)
     return ReportData(
         title=f"AutoScale report: {config.get('name') or summary.get('name') or out.name}",
@@ -228,14 +248,29 @@ def load_experiment(directory: str | Path) -> ReportData:
         mixtures=tuple(mixtures),
         fits=fits,
         validation=curves,
-        predicted="predicted",
+        predicted=predicted,
         objective_label=str(validation.get("objective") or experiment.get("objective") or "validation objective"),
         notes=tuple(notes),
         facts=facts,
         smoothing=float(validation.get("smoothing_weight") or 0.0),
         noise=noise,
-        gains={str(g["baseline"]): g for g in validation.get("gains") or [] if isinstance(g, dict) and "baseline" in g},
+        gains={str(g["baseline"]): g for g in validation.get("gains") or []
+               if isinstance(g, dict) and "baseline" in g and g.get("of", predicted) == predicted},
+        methods=_methods(rows, folder.summary) if len(rows) > 1 else (),
+        downstream=dict((validation.get("downstream") or {}).get("mixtures") or {}),
     )
+
+
+def _methods(rows: Mapping[str, Any], path: Path) -> tuple[MethodSummary, ...]:
+    """The methods compared, from summary.json's ``methods``."""
+    with _malformed(path):
+        return tuple(
+            MethodSummary(str(name), str(e["mixture"]), str(e.get("description") or ""), int(e["search_runs"]),
+                          float(e["search_tokens"]), float(e["search_vs_target"]), float(e["shared_tokens"]),
+                          None if e.get("final_objective") is None else float(e["final_objective"]),
+                          e.get("gain_over_uniform"))
+            for name, e in rows.items()
+        )
 
 
 def _intervals(record: Mapping[str, Any], path: Path) -> dict[str, tuple[float, float]]:

@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from autoscale.errors import AutoscaleError
 from autoscale.report.results import (
     CurveFit,
+    MethodSummary,
     ValidationCurve,
     WeightsAtBudget,
     format_tokens,
@@ -312,4 +313,30 @@ def plot_validation(
                  "reaches a baseline's final value)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8.5, frameon=True)
+    return _png(fig)
+
+
+@_styled
+def plot_methods(methods: Sequence[MethodSummary]) -> bytes:
+    """Each method's gain over uniform at the target (mean over validation seeds, 95% interval as a
+    bar) against its search compute, as a multiple of one target run. Returns PNG bytes."""
+    shown = [m for m in methods if m.gain is not None]
+    if not shown:
+        raise AutoscaleError("no method has a gain over uniform to plot")
+    fig = _new_figure(6.5, 4.0)
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.6", lw=1, ls="--")
+    for i, m in enumerate(shown):
+        g = m.gain
+        assert g is not None
+        lo, hi = g.get("interval") or (g["mean"], g["mean"])
+        color = f"C{i % 10}"
+        ax.errorbar([m.search_vs_target], [100 * g["mean"]], yerr=[[100 * (g["mean"] - lo)], [100 * (hi - g["mean"])]],
+                    fmt="o", color=color, capsize=4, ms=7)
+        ax.annotate(f"{m.name} ({g['verdict']})", (m.search_vs_target, 100 * g["mean"]), xytext=(6, 6 - 18 * (i % 2)),
+                    textcoords="offset points", fontsize=9, color=color)
+    ax.set_xlabel("search compute (multiples of one target run)")
+    ax.set_ylabel("gain over uniform at the target (%)")
+    ax.set_title("Gain over uniform against search compute (bars: 95% interval over validation seeds)")
+    ax.margins(x=0.25, y=0.2)
     return _png(fig)

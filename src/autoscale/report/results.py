@@ -115,6 +115,24 @@ def validation_line(curve: ValidationCurve, smoothing: float = 0.0) -> tuple[np.
 
 
 @dataclass(frozen=True)
+class MethodSummary:
+    """One mixing method's row in the comparison: its search compute (``search_tokens``, absolute;
+    ``search_vs_target``: as a multiple of one target run; ``shared_tokens``: of those, tokens of runs
+    another method's design also has, trained once) and at the target its mean ``final`` objective
+    and ``gain`` over uniform (``autoscale.gain.Gain.to_dict()``, None when not validated)."""
+
+    name: str
+    mixture: str
+    description: str
+    search_runs: int
+    search_tokens: float
+    search_vs_target: float
+    shared_tokens: float
+    final: float | None = None
+    gain: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything the report shows.
 
@@ -132,6 +150,9 @@ class ReportData:
             for the plot and the speed-ups (0: as measured).
         noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
         gains: baseline -> the predicted mixture's paired gain over it (``autoscale.gain.Gain.to_dict()``).
+        methods: the mixing methods compared (empty or one: no comparison table).
+        downstream: validated mixture -> {"tasks": {task: {"value", "stderr"}}, "average", "seeds"}
+            (lm-evaluation-harness scores, the mean over seeds; empty: not configured).
     """
 
     title: str
@@ -146,6 +167,8 @@ class ReportData:
     smoothing: float = 0.0
     noise: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     gains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    methods: tuple[MethodSummary, ...] = ()
+    downstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def speedups(self) -> tuple[SpeedUp, ...]:
         """Speed-up of the predicted mixture against every other validated mixture (tokens)."""

@@ -144,13 +144,19 @@ def train_run(
     config: ProxyConfig,
     run_dir: str | Path,
     progress: Progress | None = None,
+    mode: Mapping[str, Any] | None = None,
 ) -> RunMetrics:
     """Train one proxy on ``tokens`` (domain -> training tokens, absolute counts; a ``Mixture``
     works too) and return its metrics, also written to ``run_dir/metrics.json``.
 
     Resumes from ``run_dir/checkpoint.pt`` when present; returns the existing metrics.json without
     training when the same run already finished there. A diverged run returns ``status="diverged"``.
+    ``mode``: None, or ``{"kind": "doremi", "eta": .., "smoothing": ..}`` for DoReMi's two phases
+    (`autoscale.train.doremi`); its metrics.json then holds ``doremi.weights``.
     """
+    from autoscale.train.doremi import mode_settings
+
+    doremi = mode_settings(mode)
     if not isinstance(store, TokenStore):
         store = TokenStore.open(store)
     tokens = dict(getattr(tokens, "tokens", tokens))
@@ -167,7 +173,16 @@ def train_run(
         torch.set_num_threads(config.train.threads)
     runtime = setup_runtime(config.train)
     try:
-        metrics = _train(store, tokens, config, Path(run_dir), progress, runtime)
+        if doremi is not None:
+            from autoscale.train.doremi import REFERENCE
+
+            if runtime.world > 1:
+                raise AutoscaleError("DoReMi trains in one process: run it without torchrun")
+            reference = _train(store, tokens, config.replace(train={"keep_checkpoint": True}),
+                               Path(run_dir) / REFERENCE, progress, runtime)
+            if reference.status != "completed":
+                raise AutoscaleError(f"DoReMi: the reference run diverged at step {reference.diverged_at_step}")
+        metrics = _train(store, tokens, config, Path(run_dir), progress, runtime, doremi)
         if runtime.owns_group:
             # Rank 0 still writes files after the last collective; a rank that tore the group down
             # meanwhile could abort gloo's connections under it (seen as SIGABRT in CI).
@@ -186,6 +201,7 @@ def _train(
     run_dir: Path,
     progress: Progress | None,
     rt: Runtime,
+    doremi: Mapping[str, float] | None = None,
 ) -> RunMetrics:
     started = time.perf_counter()
     mcfg, tcfg, ecfg = config.model, config.train, config.eval
@@ -208,6 +224,8 @@ def _train(
     total = math.ceil(n_seq / G)
     evals_at = eval_steps(total, ecfg.points)
     fingerprint = run_fingerprint(config, tokens, store.manifest_hash, G)
+    if doremi is not None:  # the same data and model, another computation
+        fingerprint = hashlib.sha256(json.dumps([fingerprint, "doremi", dict(doremi)]).encode()).hexdigest()[:16]
 
     metrics_path, ckpt_path = run_dir / METRICS, run_dir / CHECKPOINT
     if metrics_path.exists():
@@ -228,6 +246,16 @@ def _train(
         ddp_kwargs = {"device_ids": [rt.device.index]} if rt.device.type == "cuda" else {}
         model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
 
+    dro = None
+    if doremi is not None:
+        from autoscale.train.doremi import REFERENCE, DoReMiState, load_reference
+
+        if rt.world > 1:
+            raise AutoscaleError("DoReMi trains in one process: run it without torchrun")
+        reference = load_reference(build_model(mcfg, vocab).to(rt.device), run_dir / REFERENCE / CHECKPOINT)
+        dro = DoReMiState(reference, tuple(sampler.domains), **doremi)
+        domain_index = {d: i for i, d in enumerate(dro.domains)}
+
     eval_set = build_eval_set(
         {d: list(validation_batches(store, d, seq_len, ecfg.batch_size, ecfg.max_tokens)) for d in eval_domains},
         objective, vocab, mcfg.mask_prob, ecfg.seed,
@@ -244,6 +272,8 @@ def _train(
         set_rng_state(state["rng"])
         step, curve, window = state["step"], [_point_from_dict(p) for p in state["curve"]], list(state["window"])
         train_time, wall_before = state["train_time_s"], state["wall_time_s"]
+        if dro is not None:
+            dro.restore(state["doremi"])
 
     def tokens_at(s: int) -> int:
         return min(s * G, n_seq) * seq_len
@@ -253,9 +283,11 @@ def _train(
             return
         save_checkpoint(ckpt_path, {
             "fingerprint": fingerprint, "step": step, "model": raw.state_dict(),
+            "model_config": mcfg.model_dump(mode="json"), "vocab_size": vocab,  # to rebuild it for evaluation
             "optimizer": optimizer.state_dict(), "rng": rng_state(),
             "curve": [_point_to_dict(p) for p in curve], "window": window,
             "train_time_s": train_time, "wall_time_s": wall_before + time.perf_counter() - started,
+            **({} if dro is None else {"doremi": dro.to_dict()}),
         })
 
     def record_eval() -> bool:
@@ -278,7 +310,16 @@ def _train(
         lr = lr_at(step, total, tcfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_step(model, optimizer, seqs, step, objective, vocab, config, rt)
+        if dro is None:
+            loss = train_step(model, optimizer, seqs, step, objective, vocab, config, rt)
+        else:
+            from autoscale.train.doremi import doremi_step
+
+            rng = train_mask_rng(tcfg.seed, step) if objective == "masked" else None
+            inputs, targets = split_sequences(seqs, objective, rng, vocab, config.model.mask_prob)
+            labels = [domain_index[d] for d in sampler.domain_order(step * G, step * G + len(seqs))]
+            with rt.autocast():
+                loss = doremi_step(raw, optimizer, inputs, targets, labels, dro, micro, rt.device, tcfg.clip)
         train_time += time.perf_counter() - t0
         step += 1
         segment_tokens += len(seqs) * seq_len
@@ -324,6 +365,7 @@ def _train(
             "store": store.manifest_hash,
             "epochs": {d: float(v) for d, v in sampler.epochs.items()},
             "warnings": notes,
+            **({} if dro is None else {"doremi": dro.report()}),
         },
     )
     if rt.rank == 0:

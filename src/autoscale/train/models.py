@@ -125,6 +125,12 @@ class ProxyLM(nn.Module):
         # forward() is the loss so that DistributedDataParallel and torch.compile wrap all of it.
         return self.losses(inputs, targets)
 
+    def token_losses(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, T) loss of every token (0 where the target is ``IGNORE``)."""
+        logits = self.logits(inputs)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                               ignore_index=IGNORE, reduction="none").view(targets.shape)
+
     def losses(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(inputs)
         flat = targets.reshape(-1)

@@ -45,6 +45,8 @@ class RunJob:
         run_dir: folder for metrics.json, checkpoint.pt and logs (created by the executor).
         eval_points: evaluation points of the run's curve, when not the proxy config's (a DDO run
             needs only its final evaluation: 1). Part of the run key (the pipeline's trainer dict).
+        mode: a training mode of autoscale's trainer (``{"kind": "doremi", ...}``), also in the key;
+            the command executor refuses it.
     """
 
     key: str
@@ -53,6 +55,8 @@ class RunJob:
     seed: int
     run_dir: Path
     eval_points: int | None = None
+    mode: Mapping[str, Any] | None = None
+    keep_weights: bool = False  # keep the final weights (downstream evaluation); not in the key
 
     @property
     def budget(self) -> int:

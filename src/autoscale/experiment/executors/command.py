@@ -83,6 +83,10 @@ class CommandExecutor:
             while queue or running:
                 while queue and len(running) < self.workers:
                     job = queue.pop(0)
+                    if job.mode is not None:  # the config refuses it first; a last guard
+                        yield RunOutcome(job.key, "failed", None, f"{job.label}: a training mode needs autoscale's "
+                                         "trainer, not a command", fatal=True)
+                        continue
                     argv = self.argv(job)
                     job.run_dir.mkdir(parents=True, exist_ok=True)
                     (job.run_dir / "progress.json").unlink(missing_ok=True)

@@ -32,6 +32,8 @@ def train_job(job: RunJob, store: Any, proxy: ProxyConfig, on_progress: OnProgre
     config = proxy.replace(train={"seed": job.seed})
     if job.eval_points is not None:
         config = config.replace(eval={"points": job.eval_points})
+    if job.keep_weights:
+        config = config.replace(train={"keep_checkpoint": True})
 
     def progress(step: int, total_steps: int, tokens: int, rate: float) -> None:
         if on_progress is not None:
@@ -39,7 +41,7 @@ def train_job(job: RunJob, store: Any, proxy: ProxyConfig, on_progress: OnProgre
 
     job.run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        metrics = train_run(store, dict(job.tokens), config, job.run_dir, progress=progress)
+        metrics = train_run(store, dict(job.tokens), config, job.run_dir, progress=progress, mode=job.mode)
     except AutoscaleError as exc:
         return RunOutcome(job.key, "failed", None, one_line(exc), time.perf_counter() - started, fatal=True)
     except Exception as exc:  # a crash in one run must not take the experiment down

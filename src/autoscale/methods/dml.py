@@ -1,0 +1,70 @@
+"""Data Mixing Laws (Ye et al., arXiv 2403.16952) behind the method interface.
+
+Stage ``dml <budget>``: K random mixtures (`autoscale.methods.random_search`; with RegMix's settings
+the same first K mixtures, trained once) at ``dml.budget`` tokens. Then per validation domain
+L_j(r) = c_j + k_j exp(t_j . r) on the validation loss (`autoscale.mixing_laws`, gauge t_jm = 0 so the
+fit is identifiable; a perplexity objective is the mean of exp(L_j)), and the objective's optimum
+over the simplex within the floors and caps.
+
+Scale: one budget. The paper nests the law with scaling laws in training steps and model size to
+predict the large run from small ones; we optimise the proportions at the search budget and use
+them as is at the target, and say so (the comparison at the target measures what that costs).
+Runs: at least m + 2 (m + 1 parameters per domain); default 4m + 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from autoscale.methods import random_search as rs
+from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, weights_line
+from autoscale.mixture import Mixture
+
+
+class DMLSettings(rs.RandomSearchSettings):
+    """The ``dml:`` section (those of every random-mixture search)."""
+
+
+class DataMixingLaws(rs.RandomSearch):
+    name = "dml"
+    section = "dml"
+    mixture = "dml"
+    description = "Data Mixing Laws: an exponential law per domain fitted on random mixtures at one budget"
+    Settings = DMLSettings
+    own_trainer = False
+
+    def least_runs(self, m: int) -> int:
+        from autoscale.mixing_laws import min_runs
+
+        return min_runs(m)
+
+    def default_runs(self, m: int) -> int:
+        return 4 * m + 4
+
+    def result(self, settings: DMLSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+        from autoscale.mixing_laws import fit_mixing_law, optimal_proportions
+
+        (stage,) = self.stages(settings, ctx)
+        weights, objective, evals = rs.weights_and_objective(ctx, runs[stage.name])
+        metric = ctx.objective.metric
+        law = fit_mixing_law(weights, np.log(evals) if metric == "perplexity" else evals)  # the law is on losses
+        assert ctx.target is not None  # the config requires target.budget without AutoScale
+        lo, hi = rs.bounds(settings, ctx, ctx.target)
+        w = rs.eval_weights(ctx)
+        best = optimal_proportions(law, lower=lo, upper=hi, weights=w, metric=metric)
+        mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
+        warnings = [f"the law fits {d}'s validation loss poorly (R^2 {r2:.2f})"
+                    for d, r2 in zip(ctx.domains, law.r2, strict=True) if not r2 >= 0.5]
+        warnings.append("one budget: the proportions optimal at the search budget are used as is at the target")
+        record = self.record(
+            stage, runs[stage.name], mixture, weights=weights, objective=objective, prior=rs.prior(settings, ctx),
+            law={"c": law.c, "k": law.k, "t": law.t, "r2": dict(zip(ctx.domains, law.r2, strict=True))},
+            predicted_objective=float(law.objective(best, w, metric)), best_run_objective=float(objective.min()),
+            floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=warnings)
+        result = {"mixture": mixture.to_dict(), "target_budget": ctx.target, "search_budget": stage.budget,
+                  "method": self.name, "warnings": warnings}
+        return MethodResult(
+            mixture, (Artefact("record", record, stage.budget), Artefact("result", result)), {stage.budget: mixture},
+            summary={}, stages=((f"{self.name} fit", weights_line(mixture), tuple(warnings)),))

@@ -1,0 +1,105 @@
+"""The optimal-mixture scaling law (Shukor et al., arXiv 2507.09404) behind the method interface.
+
+Stages ``mixture-law <budget>`` for each of ``mixture_law.budgets`` (3 or more, spanning 4x or
+more): the same K random mixtures (`autoscale.methods.random_search`, so at RegMix's budget and
+seed they are RegMix's first K runs, trained once) at every budget. Then the joint law
+L_T(D, h) per validation domain (`autoscale.mixture_law`) fitted on every run's validation loss,
+and its objective minimised at the target budget within the floors and caps: the law, not a rule
+of thumb, carries the mixture to the target. The record keeps the fitted parameters, so the law's
+loss predictions can be checked against runs at any other budget (the methods benchmark does so
+at the target, with its validation runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from autoscale.errors import AutoscaleError
+from autoscale.methods import random_search as rs
+from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, Stage, weights_line
+from autoscale.mixture import Mixture
+from autoscale.settings import Tokens
+
+
+class MixtureLawSettings(rs.RandomSearchSettings):
+    """The ``mixture_law:`` section: the budgets, and those of every random-mixture search."""
+
+    budget: Tokens | None = Field(None, description="not used: see budgets")
+    budgets: list[Tokens] = Field(min_length=3, description="tokens, increasing, 3 or more spanning 4x or more")
+    starts: int = Field(8, ge=1, strict=True, description="random starts of each target's fit")
+
+    @field_validator("budget")
+    @classmethod
+    def _no_budget(cls, v: float | None) -> float | None:
+        if v is not None:
+            raise ValueError("the mixture law searches at several budgets: give budgets, not budget")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        if any(not (b > 0 and b != float("inf")) for b in v) or any(b2 <= b1 for b1, b2 in zip(v, v[1:], strict=False)):
+            raise ValueError(f"budgets must be positive and strictly increasing, got {v}")
+        if v[-1] < 4 * v[0]:
+            raise ValueError(f"budgets must span 4x or more (the law's data term needs it), got {v[-1] / v[0]:.2f}x")
+        return v
+
+
+class MixtureLawMethod(rs.RandomSearch):
+    name = "mixture-law"
+    section = "mixture_law"
+    mixture = "mixture-law"
+    description = "optimal-mixture scaling law: a joint law in tokens and weights, fitted at 3+ budgets"
+    Settings = MixtureLawSettings
+    own_trainer = False
+
+    def least_runs(self, m: int) -> int:
+        return m + 2
+
+    def default_runs(self, m: int) -> int:
+        return 4 * m + 4
+
+    def search_budgets(self, settings: MixtureLawSettings) -> list[float]:
+        return [float(b) for b in settings.budgets]
+
+    def stages(self, settings: MixtureLawSettings, ctx: Context) -> list[Stage]:
+        return [stage for b in settings.budgets
+                for stage in rs.RandomSearch.stages(self, settings.model_copy(update={"budget": float(b)}), ctx)]
+
+    def result(self, settings: MixtureLawSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+        from autoscale.mixture_law import fit_mixture_law, optimal_weights
+
+        stages = self.stages(settings, ctx)
+        done = [r for s in stages for r in runs[s.name]]
+        weights, objective, evals = rs.weights_and_objective(ctx, done)
+        tokens = np.array([sum((r.metrics or {}).get("tokens_per_domain", r.planned.tokens).values())
+                           for r in done if r.status == "completed"], dtype=float)
+        metric = ctx.objective.metric
+        law = fit_mixture_law(tokens, weights, np.log(evals) if metric == "perplexity" else evals, seed=ctx.seed,
+                              starts=settings.starts)
+        assert ctx.target is not None  # the config requires target.budget beside AutoScale
+        lo, hi = rs.bounds(settings, ctx, ctx.target)
+        w = rs.eval_weights(ctx)
+        best = optimal_weights(law, ctx.target, lower=lo, upper=hi, weights=w, metric=metric)
+        mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
+        fitted = law.losses(tokens, weights)
+        measured = np.log(evals) if metric == "perplexity" else evals
+        error = float(np.mean(np.abs(fitted - measured) / np.abs(measured)))
+        if not np.isfinite(error):
+            raise AutoscaleError("mixture law: the fitted law predicts non-finite losses")
+        largest = stages[-1]
+        record = self.record(
+            largest, runs[largest.name], mixture, budgets=[s.budget for s in stages], tokens=tokens, weights=weights,
+            objective=objective, law={"params": law.params, "domains": list(ctx.domains),
+                                      "order": "log E, log C_1..m, log g_1..m, log K_1..m, log g_B, log beta"},
+            fit_relative_error=error, predicted_objective=float(law.objective(ctx.target, best, w, metric)),
+            floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=[])
+        result = {"mixture": mixture.to_dict(), "target_budget": ctx.target,
+                  "search_budgets": [s.budget for s in stages], "method": self.name, "warnings": []}
+        return MethodResult(
+            mixture, (Artefact("record", record, largest.budget), Artefact("result", result)),
+            {s.budget: mixture for s in stages[-1:]},
+            stages=((f"{self.name} fit", weights_line(mixture), ()),))

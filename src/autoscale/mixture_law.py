@@ -1,0 +1,128 @@
+"""The optimal-mixture scaling law (Shukor et al., arXiv 2507.09404), joint form, at one model size.
+
+Per validation domain (target) T, the loss after D training tokens of mixture h (h_i >= 0, sum 1):
+
+    L_T(D, h) = E + 1 / (sum_i C_i h_i^g_i) + B_h / D^beta,   B_h = (sum_i K_i h_i)^g_B
+
+This is the paper's joint law with the model-size term dropped (our proxies have one size, so it
+folds into E). The mixture term and the data term interact through B_h, so the optimal h moves with
+D: what AutoScale also claims, and what the additive form (B constant) cannot express. 3m + 3
+parameters per target, all positive (fitted in logs).
+
+Fit: the paper's Huber loss (delta 1e-3) on the loss itself, minimised from random starts by
+trust-region least squares (the paper uses basin-hopping L-BFGS; a Huber least-squares solver reaches
+the same kind of minimum much faster on a few dozen runs); the best of the starts is kept. Optimum: the objective (the mean, or a weighted
+mean, of L_T, or of exp(L_T) for perplexity) minimised over the simplex within floors and caps at
+the target's D. Repetition is not modelled (the paper's law assumes no repeated data); our caps keep
+a domain under max_epochs instead.
+
+Pure numpy/scipy: no I/O, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from autoscale.errors import AutoscaleError
+
+HUBER_DELTA = 1e-3
+
+
+@dataclass(frozen=True)
+class MixtureLaw:
+    """Fitted joint law per target (rows): ``params`` ``[J, 3m + 3]`` in logs, in the order
+    log E, log C_1..m, log g_1..m, log K_1..m, log g_B, log beta."""
+
+    params: np.ndarray
+    m: int
+
+    def losses(self, tokens: float | np.ndarray, h: np.ndarray) -> np.ndarray:
+        """``[..., J]`` predicted losses after ``tokens`` (broadcast) of mixtures ``h`` ``[..., m]``."""
+        h = np.asarray(h, dtype=float)
+        d = np.asarray(tokens, dtype=float)[..., None]
+        return np.stack([_law(p, d[..., 0], h, self.m) for p in self.params], axis=-1)
+
+    def objective(self, tokens: float, h: np.ndarray, weights: np.ndarray | None = None,
+                  metric: str = "loss") -> np.ndarray:
+        values = self.losses(tokens, h)
+        values = values if metric == "loss" else np.exp(values)
+        return values.mean(axis=-1) if weights is None else values @ (weights / weights.sum())
+
+
+def _law(p: np.ndarray, d: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
+    e, c, g, k, gb, beta = (np.exp(p[0]), np.exp(p[1:1 + m]), np.exp(p[1 + m:1 + 2 * m]),
+                            np.exp(p[1 + 2 * m:1 + 3 * m]), np.exp(p[1 + 3 * m]), np.exp(p[2 + 3 * m]))
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        mix = np.sum(c * np.power(np.clip(h, 0.0, None), g), axis=-1)
+        data = np.power(np.clip(h, 0.0, None) @ k, gb) / np.power(d, beta)
+        return e + 1.0 / np.maximum(mix, 1e-12) + data
+
+
+def min_budgets() -> int:
+    return 3
+
+
+def fit_mixture_law(tokens: np.ndarray, h: np.ndarray, losses: np.ndarray, seed: int = 0,
+                    starts: int = 8) -> MixtureLaw:
+    """Fit the law per target on K runs: ``tokens`` ``[K]`` (total tokens of each run), ``h``
+    ``[K, m]`` (its weights), ``losses`` ``[K, J]`` (validation loss per target). The runs must
+    cover at least 3 budgets spanning at least 4x."""
+    d = np.asarray(tokens, dtype=float)
+    h = np.asarray(h, dtype=float)
+    y = np.asarray(losses, dtype=float)
+    budgets = np.unique(np.round(d, -2))
+    if budgets.size < min_budgets() or budgets.max() < 4 * budgets.min():
+        raise AutoscaleError(f"mixture law: runs at {budgets.size} budget(s) spanning "
+                             f"{budgets.max() / budgets.min():.1f}x; it needs 3 budgets spanning 4x or more")
+    m = h.shape[1]
+    if y.ndim != 2 or y.shape[0] != d.size or h.shape[0] != d.size or not np.isfinite(y).all():
+        raise AutoscaleError("mixture law: one finite loss per run and target is needed")
+    rng = np.random.default_rng(seed)
+    params = []
+    for j in range(y.shape[1]):
+        best = _fit_target(d, h, y[:, j], rng, starts)
+        if not np.isfinite(best).all() or not np.isfinite(_law(best, d, h, m)).all():
+            raise AutoscaleError(f"mixture law: the fit of target {j} gave non-finite parameters")
+        params.append(best)
+    return MixtureLaw(np.array(params), m)
+
+
+def _fit_target(d: np.ndarray, h: np.ndarray, target: np.ndarray, rng: np.random.Generator, starts: int) -> np.ndarray:
+    """One target's parameters: the best of ``starts`` trust-region least-squares fits with the
+    paper's Huber loss (``least_squares`` with loss "huber", scale delta)."""
+    m = h.shape[1]
+    scale = np.log(d.mean())
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        r = _law(p, d, h, m) - target
+        return np.clip(np.where(np.isfinite(r), r, 1e3), -1e3, 1e3)  # a wild start must not overflow
+
+    best_p, best_f = None, math.inf
+    for _ in range(starts):
+        p0 = np.concatenate([
+            [math.log(max(target.min() * 0.5, 1e-3))], rng.normal(0.0, 1.0, m), rng.normal(-0.5, 0.5, m),
+            rng.normal(0.0, 1.0, m), [rng.normal(0.0, 0.3)], [math.log(rng.uniform(0.2, 0.6))],
+        ])
+        # start B_h so that the data term is of the order of the loss's spread at the mean D
+        p0[1 + 2 * m:1 + 3 * m] += (math.log(max(np.ptp(target), 1e-3)) + np.exp(p0[2 + 3 * m]) * scale) / np.exp(
+            p0[1 + 3 * m])
+        res = least_squares(residuals, p0, loss="huber", f_scale=HUBER_DELTA, max_nfev=4000)
+        if res.cost < best_f:
+            best_p, best_f = res.x, float(res.cost)
+    assert best_p is not None
+    return best_p
+
+
+def optimal_weights(law: MixtureLaw, tokens: float, *, lower: Sequence[float] | None = None,
+                    upper: Sequence[float] | None = None, weights: Sequence[float] | None = None,
+                    metric: str = "loss") -> np.ndarray:
+    """The mixture minimising the law's objective after ``tokens`` within ``lower <= h <= upper``."""
+    from autoscale.mixing_laws import minimize_on_simplex
+
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    return minimize_on_simplex(lambda h: float(law.objective(tokens, h, w, metric)), law.m, lower, upper)

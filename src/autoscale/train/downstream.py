@@ -1,0 +1,141 @@
+"""Downstream evaluation of a run through lm-evaluation-harness, cached like training.
+
+`evaluate_run` scores a finished run's kept weights (`autoscale.train.harness`) on harness tasks:
+autoscale's local tasks (``autoscale_*``, in ``autoscale/eval_tasks``; offline, a smoke test of the
+path, not a measure of ability) or any standard task whose dataset is already in the machine's
+Hugging Face cache (nothing is downloaded: the harness runs with the hub offline). The result is
+written to ``RUN_DIR/downstream/<key>.json``, keyed by the run's fingerprint, the task definitions,
+the few-shot count, the limit and the harness version; the same request is then served from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from autoscale.atomic import write_text_atomic
+from autoscale.errors import AutoscaleError
+
+DOWNSTREAM = "downstream"
+LOCAL_PREFIX = "autoscale_"
+
+
+def local_tasks() -> dict[str, Path]:
+    """autoscale's local tasks: name -> its data file."""
+    folder = resources.files("autoscale") / "eval_tasks"
+    return {p.name[: -len(".jsonl")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jsonl")}
+
+
+def _task_yaml(name: str, data: Path) -> str:
+    """A multiple-choice harness task over ``data`` (context, choices, gold)."""
+    return json.dumps({
+        "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{context}}",
+        "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}", "target_delimiter": "",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }, indent=1)
+
+
+def task_identity(tasks: Sequence[str]) -> dict[str, str]:
+    """Each task's definition hash: a local task's YAML and data bytes, a standard task's name."""
+    local = local_tasks()
+    out = {}
+    for t in tasks:
+        if t in local:
+            out[t] = hashlib.sha256(_task_yaml(t, Path("data")).encode() + local[t].read_bytes()).hexdigest()[:16]
+        else:
+            out[t] = f"lm_eval:{t}"
+    return out
+
+
+def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fewshot: int = 0,
+                 limit: int | None = None) -> dict[str, Any]:
+    """{"tasks": {task: {"metric", "value", "stderr"}}, "average", "cached", "key"} for one run."""
+    from autoscale.train.harness import require_harness
+
+    require_harness()
+    import lm_eval
+
+    from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not tasks:
+        raise AutoscaleError("name at least one task (--tasks)")
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    if state is None or "model_config" not in state:
+        raise AutoscaleError(f"{run_dir} kept no weights to evaluate; retrain it with downstream evaluation configured")
+    key = hashlib.sha256(json.dumps({
+        "run": state.get("fingerprint"), "tasks": task_identity(tasks), "num_fewshot": num_fewshot, "limit": limit,
+        "harness": lm_eval.__version__,
+    }, sort_keys=True).encode()).hexdigest()[:16]
+    path = run_dir / DOWNSTREAM / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8")) | {"cached": True}
+    result = _evaluate(run_dir, store, list(tasks), num_fewshot, limit) | {"key": key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=1) + "\n")
+    return result | {"cached": False}
+
+
+def _evaluate(run_dir: Path, store: Any, tasks: list[str], num_fewshot: int, limit: int | None) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from autoscale.train.harness import ProxyHarnessLM
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # offline by design: never fetch a dataset
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    local = local_tasks()
+    model = ProxyHarnessLM.from_run(run_dir, store)
+    with tempfile.TemporaryDirectory(prefix="autoscale-tasks-") as folder:
+        for t in tasks:
+            if t in local:
+                Path(folder, f"{t}.yaml").write_text(_task_yaml(t, local[t]), encoding="utf-8")
+        manager = TaskManager(include_path=folder)
+        unknown = [t for t in tasks if t not in manager.all_tasks]
+        if unknown:
+            raise AutoscaleError(f"unknown task {unknown[0]!r} (autoscale's local tasks: {', '.join(local)}; or a "
+                                 "standard lm-eval task whose dataset is in the Hugging Face cache)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                out = simple_evaluate(model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
+                                      task_manager=manager, log_samples=False, bootstrap_iters=1000)
+            except (ConnectionError, OSError) as exc:
+                raise AutoscaleError(f"a task's dataset is not available offline ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:200]})") from None
+    results: dict[str, Any] = {}
+    for t in tasks:
+        row = (out or {}).get("results", {}).get(t, {})
+        metric = next((k.split(",")[0] for k in row if k.split(",")[0] in ("acc_norm", "acc", "exact_match")
+                       and not k.startswith("alias")), None)
+        if metric is None:
+            raise AutoscaleError(f"task {t!r} reported no accuracy")
+        value = row[f"{metric},none"]
+        stderr = row.get(f"{metric}_stderr,none")
+        results[t] = {"metric": metric, "value": float(value),
+                      "stderr": None if stderr in (None, "N/A") else float(stderr)}
+    return {"tasks": results, "average": sum(r["value"] for r in results.values()) / len(results),
+            "num_fewshot": num_fewshot, "limit": limit}
+
+
+def mean_over_seeds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per task, the mean value over several runs (seeds) and its standard error."""
+    import numpy as np
+
+    tasks = list(results[0]["tasks"])
+    out: dict[str, Any] = {}
+    for t in tasks:
+        values = np.array([r["tasks"][t]["value"] for r in results])
+        out[t] = {"value": float(values.mean()),
+                  "stderr": float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1
+                  else results[0]["tasks"][t].get("stderr")}
+    return {"tasks": out, "average": float(np.mean([r["average"] for r in results])), "seeds": len(results)}

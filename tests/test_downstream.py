@@ -1,0 +1,136 @@
+"""Downstream evaluation through the real lm-evaluation-harness: a tiny decoder trained on the fixture
+corpus beats a randomly initialised one of the same shape on autoscale's local task by more than the
+harness's stderr; the second evaluation is served from the cache; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lm_eval  # noqa: F401  (the `eval` extra: `make test` installs it; a missing one fails here)
+import pytest
+import torch
+
+from autoscale.data import prepare_store
+from autoscale.train import train_run
+from autoscale.train.checkpoint import CHECKPOINT, save_checkpoint
+from autoscale.train.config import ProxyConfig
+from autoscale.train.downstream import evaluate_run
+from autoscale.train.models import build_model
+from cli_helpers import run_cli
+
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+DOMAINS = ("web", "news", "code", "books", "encyclopedia")
+TASK = "autoscale_wordcloze"
+
+
+def _config(kind: str = "decoder", keep: bool = True) -> ProxyConfig:
+    return ProxyConfig.from_dict({
+        "model": {"kind": kind, "n_layer": 2, "d_model": 64, "n_head": 2, "seq_len": 64},
+        "train": {"batch_size": 8, "lr": 3e-3, "threads": 1, "seed": 0, "keep_checkpoint": keep},
+        "eval": {"points": 1, "max_tokens": 1024},
+    })
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A byte-level store (a scrambled word has the same number of tokens as the word: an untrained
+    model cannot tell them apart), a trained run and a random one of the same shape."""
+    root = tmp_path_factory.mktemp("downstream")
+    store = prepare_store({d: CORPUS / f"{d}.jsonl" for d in DOMAINS}, root / "store", vocab_size=257,
+                          val_tokens=2048)
+    train_run(store, {d: 40_000.0 for d in DOMAINS}, _config(), root / "trained")
+    torch.manual_seed(0)
+    config = _config().model
+    model = build_model(config, store.vocab_size)
+    save_checkpoint(root / "random" / CHECKPOINT, {"fingerprint": "random-init", "model": model.state_dict(),
+                                                   "model_config": config.model_dump(mode="json"),
+                                                   "vocab_size": store.vocab_size})
+    return root, store
+
+
+def test_a_trained_decoder_beats_a_random_one_by_more_than_the_stderr_and_is_cached(runs):
+    root, store = runs
+    trained = evaluate_run(root / "trained", store, [TASK])
+    random = evaluate_run(root / "random", store, [TASK])
+    t, r = trained["tasks"][TASK], random["tasks"][TASK]
+    assert t["metric"] == "acc" and not trained["cached"]
+    assert t["value"] - r["value"] > max(t["stderr"], r["stderr"]), (t, r)
+    again = evaluate_run(root / "trained", store, [TASK])
+    assert again["cached"] and again["tasks"] == trained["tasks"]
+    assert len(list((root / "trained" / "downstream").glob("*.json"))) == 1
+    limited = evaluate_run(root / "trained", store, [TASK], limit=10)  # another request, another entry
+    assert not limited["cached"] and len(list((root / "trained" / "downstream").glob("*.json"))) == 2
+
+
+def test_the_command_prints_the_scores(runs, capsys):
+    root, store = runs
+    assert run_cli("eval", str(root / "trained"), "--store", str(store.path), "--tasks", TASK) == 0
+    out = capsys.readouterr().out
+    assert f"{TASK}: acc 0." in out and "(cached)" in out
+
+
+def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
+    root, store = runs
+    train_run(store, {d: 4_000.0 for d in DOMAINS}, _config(keep=False), tmp_path / "unkept")
+    train_run(store, {d: 4_000.0 for d in DOMAINS}, _config("encoder"), tmp_path / "encoder")
+    cases = {
+        "unknown task": ([str(root / "trained"), "--tasks", "no_such_task"], "unknown task 'no_such_task'"),
+        "no kept weights": ([str(tmp_path / "unkept"), "--tasks", TASK], "kept no weights"),
+        "an encoder": ([str(tmp_path / "encoder"), "--tasks", TASK], "causal models only"),
+        "no store": ([str(root / "trained"), "--tasks", TASK], "give its token store with --store"),
+    }
+    for case, (args, message) in cases.items():
+        store_args = [] if case == "no store" else ["--store", str(store.path)]
+        assert run_cli("eval", *args, *store_args) == 2, case
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (case, err)
+
+
+def test_without_the_extra_it_says_how_to_install_it(runs):
+    root, store = runs
+    # a fake only to cause the fault: lm_eval made unimportable in a child process
+    code = ("import sys; sys.modules['lm_eval'] = None\n"
+            "from autoscale.cli import main\n"
+            f"main(['eval', {str(root / 'trained')!r}, '--store', {str(store.path)!r}, '--tasks', {TASK!r}])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: downstream evaluation needs lm-eval: pip install 'autoscale[eval]'"
+
+
+def test_autoscale_run_evaluates_every_validation_run_and_reports_the_table(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    config = {
+        "seed": 0,
+        "data": {"store": str(tmp_path / "store"), "sources": str(CORPUS), "domains": ["web", "code", "books"],
+                 "vocab_size": 257, "val_tokens": 2048},
+        "proxy": {"model": {"n_layer": 1, "d_model": 32, "n_head": 2, "seq_len": 32},
+                  "train": {"batch_size": 8, "lr": 1.0e-2, "warmup": 0.1, "threads": 1},
+                  "eval": {"points": 2, "max_tokens": 1024}},
+        "ddo": {"budgets": [6000, 12000], "eval_points": 1},
+        "target": {"budget": 24000, "validate": True, "compare": ["uniform"]},
+    }
+    path = tmp_path / "down.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli("run", str(path), "--quiet") == 0  # validated before downstream was configured
+    config["target"]["downstream"] = {"tasks": [TASK], "limit": 20}
+    path.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert run_cli("run", str(path), "--quiet") == 2  # those runs kept no weights: named, not retrained
+    err = capsys.readouterr().err.strip()
+    assert "kept no weights" in err and "--retrain-unkept" in err and "\n" not in err
+    assert run_cli("run", str(path), "--quiet", "--retrain-unkept") == 0
+    out = tmp_path / "down"
+    validation = json.loads((out / "validation.json").read_text())
+    scores = validation["downstream"]["mixtures"]
+    assert set(scores) == {"predicted", "uniform"} and 0 <= scores["uniform"]["average"] <= 1
+    assert set(json.loads((out / "summary.json").read_text())["validation"]["downstream"]) == {"predicted", "uniform"}
+    assert run_cli("report", str(out)) == 0
+    html = (out / "report" / "report.html").read_text()
+    assert "Downstream evaluation" in html and TASK in html
+    assert run_cli("status", str(out)) == 0
+    assert "downstream uniform: average" in capsys.readouterr().out
