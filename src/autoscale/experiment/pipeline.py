@@ -174,10 +174,14 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
 
 def _context(config: ExperimentConfig, setup: _Setup, folder: ExperimentFolder, name: str) -> Context:
     """The facts method ``name`` sees: its own caps, and the names the folder gives its files."""
-    natural = None if setup.unique_tokens is None else {d: float(setup.unique_tokens[d]) for d in setup.domains}
-    return Context(setup.domains, config.seed, setup.objective, natural=natural, caps=setup.caps.get(name),
+    return Context(setup.domains, config.seed, setup.objective, natural=_natural(setup), caps=setup.caps.get(name),
                    target=config.target.budget, offsets=config.target.offsets,
                    name_of=lambda kind, budget: _artefact_path(folder, name, kind, budget).name)
+
+
+def _natural(setup: _Setup) -> dict[str, float] | None:
+    """Unique training tokens per domain (the natural mixture), None without a token store."""
+    return None if setup.unique_tokens is None else {d: float(setup.unique_tokens[d]) for d in setup.domains}
 
 
 def _artefact_path(folder: ExperimentFolder, method: str, kind: str, budget: float | None) -> Path:
@@ -407,10 +411,6 @@ class _Pipeline:
 
     # --- stage 1: each method's search ------------------------------------------------------------
 
-    def natural_weights(self) -> dict[str, float]:
-        assert self.setup.unique_tokens is not None
-        return {d: float(self.setup.unique_tokens[d]) for d in self.setup.domains}
-
     def search_stage(self, method: str, settings: Any, ctx: Context, stage: Stage) -> list[FinishedRun]:
         """Train one stage of a method's design; its check's artefacts are written at once."""
         self.store.set_stage(stage.name, "running")
@@ -462,8 +462,7 @@ class _Pipeline:
                 assert baseline.needs is not None
                 out[name] = results[baseline.needs].baselines[name].scaled_to(budget)
             else:
-                natural = self.natural_weights() if self.setup.unique_tokens is not None else None
-                out[name] = Mixture.from_weights(baseline.weights(self.setup.domains, natural), budget)
+                out[name] = Mixture.from_weights(baseline.weights(self.setup.domains, _natural(self.setup)), budget)
         for name, weights in self.config.target.mixtures.items():
             out[name] = Mixture.from_weights({d: float(weights.get(d, 0.0)) for d in self.setup.domains}, budget)
         return out

@@ -162,11 +162,6 @@ def runs_table(runs: Sequence[FinishedRun], domains: Sequence[str], metric: str)
                      np.array([r.planned.seed for r in done], dtype=np.int64))
 
 
-def search_tokens(stages: Sequence[Stage]) -> float:
-    """The training tokens a method's design costs (every run counted, shared or not)."""
-    return float(sum(run.cost for stage in stages for run in stage.runs))
-
-
 def weights_line(mixture: Mixture) -> str:
     """``web 0.500, code 0.300, books 0.200``: a mixture's weights in one line."""
     return ", ".join(f"{d} {w:.3f}" for d, w in mixture.weights.items())

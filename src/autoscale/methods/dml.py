@@ -47,7 +47,7 @@ class DataMixingLaws(rs.RandomSearch):
         from autoscale.mixing_laws import fit_mixing_law, optimal_proportions
 
         (stage,) = self.stages(settings, ctx)
-        weights, objective, evals = rs.weights_and_objective(ctx, runs[stage.name])
+        weights, objective, evals, _ = rs.weights_and_objective(ctx, runs[stage.name])
         metric = ctx.objective.metric
         law = fit_mixing_law(weights, np.log(evals) if metric == "perplexity" else evals)  # the law is on losses
         assert ctx.target is not None  # the config requires target.budget without AutoScale

@@ -74,9 +74,7 @@ class MixtureLawMethod(rs.RandomSearch):
 
         stages = self.stages(settings, ctx)
         done = [r for s in stages for r in runs[s.name]]
-        weights, objective, evals = rs.weights_and_objective(ctx, done)
-        tokens = np.array([sum((r.metrics or {}).get("tokens_per_domain", r.planned.tokens).values())
-                           for r in done if r.status == "completed"], dtype=float)
+        weights, objective, evals, tokens = rs.weights_and_objective(ctx, done)
         metric = ctx.objective.metric
         law = fit_mixture_law(tokens, weights, np.log(evals) if metric == "perplexity" else evals, seed=ctx.seed,
                               starts=settings.starts)

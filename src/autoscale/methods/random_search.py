@@ -95,12 +95,13 @@ def check_runs(name: str, ctx: Context, stage: Stage, runs: Sequence[FinishedRun
     return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric), stage.budget),)
 
 
-def weights_and_objective(ctx: Context, runs: Sequence[FinishedRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(``[K, m]`` weights actually trained, ``[K]`` objective, ``[K, J]`` per-domain metric) of the
-    completed runs."""
+def weights_and_objective(ctx: Context, runs: Sequence[FinishedRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                             np.ndarray]:
+    """(``[K, m]`` weights actually trained, ``[K]`` objective, ``[K, J]`` per-domain metric, ``[K]``
+    tokens trained) of the completed runs."""
     table = runs_table(runs, ctx.domains, ctx.objective.metric)
-    weights = table.tokens / table.tokens.sum(axis=1, keepdims=True)
-    return weights, table.objective(ctx.objective.weights), table.evals
+    totals = table.tokens.sum(axis=1)
+    return table.tokens / totals[:, None], table.objective(ctx.objective.weights), table.evals, totals
 
 
 def eval_weights(ctx: Context) -> np.ndarray | None:

@@ -56,7 +56,7 @@ class RegMix(rs.RandomSearch):
         from autoscale.regmix import best_mixture, fit_regressor
 
         (stage,) = self.stages(settings, ctx)
-        weights, objective, _ = rs.weights_and_objective(ctx, runs[stage.name])
+        weights, objective, _, _ = rs.weights_and_objective(ctx, runs[stage.name])
         # RegMix regresses the loss: a perplexity objective in log (the same ranking, tamer outliers)
         perplexity = ctx.objective.metric == "perplexity"
         model = fit_regressor(weights, np.log(objective) if perplexity else objective, seed=ctx.seed)

@@ -24,7 +24,6 @@ from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 
 DOWNSTREAM = "downstream"
-LOCAL_PREFIX = "autoscale_"
 
 
 def local_tasks() -> dict[str, Path]:
