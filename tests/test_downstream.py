@@ -134,3 +134,30 @@ def test_autoscale_run_evaluates_every_validation_run_and_reports_the_table(tmp_
     assert "Downstream evaluation" in html and TASK in html
     assert run_cli("status", str(out)) == 0
     assert "downstream uniform: average" in capsys.readouterr().out
+
+
+def test_rolling_loglikelihood_and_greedy_generation(runs):
+    from lm_eval.api.instance import Instance
+
+    from autoscale.train.harness import ProxyHarnessLM
+
+    root, store = runs
+    lm = ProxyHarnessLM.from_run(root / "trained", store)
+    text = "The children walked to the school and " * 8  # longer than the model's 64 tokens: several windows
+
+    def request(kind, args):
+        return Instance(request_type=kind, doc={}, arguments=args, idx=0)
+
+    short = "The children walked to the school."
+    # a text within the context: its rolling log-likelihood is that of the whole text after end-of-text
+    (rolling,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", (short,))])
+    (ll, _), = lm.loglikelihood([request("loglikelihood", ("", short))])
+    assert rolling == pytest.approx(ll, rel=1e-5) and rolling < 0
+    # a longer one is scored in several windows, every token once; a continuation that long is cut
+    (long_rolling,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", (text,))])
+    assert len(lm._encode(text)) > 2 * lm.context and long_rolling < 4 * rolling < 0
+    with pytest.warns(UserWarning, match="cut from the left"):
+        lm.loglikelihood([request("loglikelihood", ("", text))])
+    out = lm.generate_until([request("generate_until", ("The children walked to the", {"until": ["\n"],
+                                                                                          "max_gen_toks": 12}))])
+    assert isinstance(out[0], str) and "\n" not in out[0] and len(lm._encode(out[0])) <= 12
