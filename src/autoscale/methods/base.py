@@ -179,3 +179,14 @@ def base_weights(base: str | Mapping[str, float], ctx: Context, section: str) ->
         return {d: float(ctx.natural[d]) for d in ctx.domains}
     assert isinstance(base, Mapping)
     return {d: float(base.get(d, 0.0)) for d in ctx.domains}
+
+
+def fitted_answer(name: str, mixture: Mixture, ctx: Context, record: Mapping[str, Any], budget: float,
+                  stage: str, warnings: Sequence[str] = (), **searched: Any) -> MethodResult:
+    """The answer of a method that fits once: its ``record`` at its (largest) search ``budget``, its
+    mixture at the target as the result file (with ``searched``: where it searched), and ``stage``
+    completed with the mixture's weights and ``warnings``."""
+    result = {"mixture": mixture.to_dict(), "target_budget": ctx.target, **searched, "method": name,
+              "warnings": list(warnings)}
+    return MethodResult(mixture, (Artefact("record", record, budget), Artefact("result", result)), {budget: mixture},
+                        stages=((stage, weights_line(mixture), tuple(warnings)),))

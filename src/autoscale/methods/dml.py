@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
 from autoscale.methods import random_search as rs
-from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, weights_line
+from autoscale.methods.base import Context, FinishedRun, MethodResult, fitted_answer
 from autoscale.mixture import Mixture
 
 
@@ -49,7 +47,7 @@ class DataMixingLaws(rs.RandomSearch):
         (stage,) = self.stages(settings, ctx)
         weights, objective, evals, _ = rs.weights_and_objective(ctx, runs[stage.name])
         metric = ctx.objective.metric
-        law = fit_mixing_law(weights, np.log(evals) if metric == "perplexity" else evals)  # the law is on losses
+        law = fit_mixing_law(weights, rs.as_loss(ctx, evals))  # the law is on losses
         assert ctx.target is not None  # the config requires target.budget without AutoScale
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         w = rs.eval_weights(ctx)
@@ -63,8 +61,5 @@ class DataMixingLaws(rs.RandomSearch):
             law={"c": law.c, "k": law.k, "t": law.t, "r2": dict(zip(ctx.domains, law.r2, strict=True))},
             predicted_objective=float(law.objective(best, w, metric)), best_run_objective=float(objective.min()),
             floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=warnings)
-        result = {"mixture": mixture.to_dict(), "target_budget": ctx.target, "search_budget": stage.budget,
-                  "method": self.name, "warnings": warnings}
-        return MethodResult(
-            mixture, (Artefact("record", record, stage.budget), Artefact("result", result)), {stage.budget: mixture},
-            summary={}, stages=((f"{self.name} fit", weights_line(mixture), tuple(warnings)),))
+        return fitted_answer(self.name, mixture, ctx, record, stage.budget, f"{self.name} fit", warnings,
+                             search_budget=stage.budget)

@@ -30,7 +30,7 @@ from autoscale.methods.base import (
     PlannedRun,
     Stage,
     base_weights,
-    weights_line,
+    fitted_answer,
 )
 from autoscale.mixture import Mixture
 from autoscale.settings import Strict, Tokens, check_base, check_epochs
@@ -100,8 +100,4 @@ class DoReMi:
             "steps": report.get("steps"), "eta": settings.eta, "smoothing": settings.smoothing,
             "base": self.base(settings, ctx), "floor": lo, "cap": hi, "warnings": [],
         }
-        result = {"mixture": mixture.to_dict(), "target_budget": ctx.target, "search_budget": stage.budget,
-                  "method": self.name, "warnings": []}
-        return MethodResult(
-            mixture, (Artefact("record", record, stage.budget), Artefact("result", result)), {stage.budget: mixture},
-            stages=((stage.name, weights_line(mixture), ()),))
+        return fitted_answer(self.name, mixture, ctx, record, stage.budget, stage.name, search_budget=stage.budget)

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from autoscale.errors import AutoscaleError
 from autoscale.methods import random_search as rs
-from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, Stage, weights_line
+from autoscale.methods.base import Context, FinishedRun, MethodResult, Stage, fitted_answer
 from autoscale.mixture import Mixture
 from autoscale.settings import Tokens
 
@@ -76,15 +76,14 @@ class MixtureLawMethod(rs.RandomSearch):
         done = [r for s in stages for r in runs[s.name]]
         weights, objective, evals, tokens = rs.weights_and_objective(ctx, done)
         metric = ctx.objective.metric
-        law = fit_mixture_law(tokens, weights, np.log(evals) if metric == "perplexity" else evals, seed=ctx.seed,
-                              starts=settings.starts)
+        measured = rs.as_loss(ctx, evals)  # the law is on losses
+        law = fit_mixture_law(tokens, weights, measured, seed=ctx.seed, starts=settings.starts)
         assert ctx.target is not None  # the config requires target.budget beside AutoScale
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         w = rs.eval_weights(ctx)
         best = optimal_weights(law, ctx.target, lower=lo, upper=hi, weights=w, metric=metric)
         mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
         fitted = law.losses(tokens, weights)
-        measured = np.log(evals) if metric == "perplexity" else evals
         error = float(np.mean(np.abs(fitted - measured) / np.abs(measured)))
         if not np.isfinite(error):
             raise AutoscaleError("mixture law: the fitted law predicts non-finite losses")
@@ -95,9 +94,5 @@ class MixtureLawMethod(rs.RandomSearch):
                                       "order": "log E, log C_1..m, log g_1..m, log K_1..m, log g_B, log beta"},
             fit_relative_error=error, predicted_objective=float(law.objective(ctx.target, best, w, metric)),
             floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=[])
-        result = {"mixture": mixture.to_dict(), "target_budget": ctx.target,
-                  "search_budgets": [s.budget for s in stages], "method": self.name, "warnings": []}
-        return MethodResult(
-            mixture, (Artefact("record", record, largest.budget), Artefact("result", result)),
-            {s.budget: mixture for s in stages[-1:]},
-            stages=((f"{self.name} fit", weights_line(mixture), ()),))
+        return fitted_answer(self.name, mixture, ctx, record, largest.budget, f"{self.name} fit",
+                             search_budgets=[s.budget for s in stages])

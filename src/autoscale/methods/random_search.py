@@ -104,6 +104,12 @@ def weights_and_objective(ctx: Context, runs: Sequence[FinishedRun]) -> tuple[np
     return table.tokens / totals[:, None], table.objective(ctx.objective.weights), table.evals, totals
 
 
+def as_loss(ctx: Context, values: np.ndarray) -> np.ndarray:
+    """Values of the objective's metric as losses in nats (log of a perplexity): what the laws and
+    RegMix's regressor fit."""
+    return np.log(values) if ctx.objective.metric == "perplexity" else np.asarray(values)
+
+
 def eval_weights(ctx: Context) -> np.ndarray | None:
     """Per validation domain, the objective's weight (None: the plain mean)."""
     if ctx.objective.weights is None:

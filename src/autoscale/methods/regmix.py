@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 from pydantic import Field
 
 from autoscale.methods import random_search as rs
-from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, weights_line
+from autoscale.methods.base import Context, FinishedRun, MethodResult, fitted_answer
 from autoscale.mixture import Mixture
 
 
@@ -59,7 +58,7 @@ class RegMix(rs.RandomSearch):
         weights, objective, _, _ = rs.weights_and_objective(ctx, runs[stage.name])
         # RegMix regresses the loss: a perplexity objective in log (the same ranking, tamer outliers)
         perplexity = ctx.objective.metric == "perplexity"
-        model = fit_regressor(weights, np.log(objective) if perplexity else objective, seed=ctx.seed)
+        model = fit_regressor(weights, rs.as_loss(ctx, objective), seed=ctx.seed)
         assert ctx.target is not None  # the config requires target.budget without AutoScale
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         best = best_mixture(model, rs.prior(settings, ctx), ctx.seed + 1, candidates=settings.candidates,
@@ -80,8 +79,5 @@ class RegMix(rs.RandomSearch):
             predicted_objective=predicted, best_run_objective=float(objective.min()),
             cv_spearman=rho, regressor=dict(model.params), floor=lo, cap=hi, candidates=settings.candidates, top_k=settings.top_k,
             objective_name=ctx.objective.describe(), warnings=warnings)
-        result = {"mixture": mixture.to_dict(), "target_budget": ctx.target, "search_budget": stage.budget,
-                  "method": self.name, "warnings": warnings}
-        return MethodResult(
-            mixture, (Artefact("record", record, stage.budget), Artefact("result", result)), {stage.budget: mixture},
-            summary={}, stages=((f"{self.name} fit", weights_line(mixture), tuple(warnings)),))
+        return fitted_answer(self.name, mixture, ctx, record, stage.budget, f"{self.name} fit", warnings,
+                             search_budget=stage.budget)
