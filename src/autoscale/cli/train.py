@@ -111,7 +111,7 @@ def _experiment_store(run: Path) -> str:
     from autoscale.experiment.folder import ExperimentFolder
 
     folder = ExperimentFolder(run.resolve().parent.parent)
-    record = folder.read_json(folder.experiment) if folder.experiment.exists() else None
+    record = folder.read_json(folder.experiment)
     store = ((record or {}).get("config") or {}).get("data", {}).get("store")
     if not store:
         raise AutoscaleError(f"{run} is not inside an experiment folder: give its token store with --store")

@@ -58,19 +58,15 @@ def task_identity(tasks: Sequence[str]) -> dict[str, str]:
 def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fewshot: int = 0,
                  limit: int | None = None) -> dict[str, Any]:
     """{"tasks": {task: {"metric", "value", "stderr"}}, "average", "cached", "key"} for one run."""
-    from autoscale.train.harness import require_harness
+    from autoscale.train.harness import kept_weights, require_harness
 
     require_harness()
     import lm_eval
 
-    from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint
-
     run_dir = Path(run_dir)
     if not tasks:
         raise AutoscaleError("name at least one task (--tasks)")
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    if state is None or "model_config" not in state:
-        raise AutoscaleError(f"{run_dir} kept no weights to evaluate; retrain it with downstream evaluation configured")
+    state = kept_weights(run_dir)
     key = hashlib.sha256(json.dumps({
         "run": state.get("fingerprint"), "tasks": task_identity(tasks), "num_fewshot": num_fewshot, "limit": limit,
         "harness": lm_eval.__version__,
@@ -78,13 +74,14 @@ def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fews
     path = run_dir / DOWNSTREAM / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8")) | {"cached": True}
-    result = _evaluate(run_dir, store, list(tasks), num_fewshot, limit) | {"key": key}
+    result = _evaluate(run_dir, state, store, list(tasks), num_fewshot, limit) | {"key": key}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=1) + "\n")
     return result | {"cached": False}
 
 
-def _evaluate(run_dir: Path, store: Any, tasks: list[str], num_fewshot: int, limit: int | None) -> dict[str, Any]:
+def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[str], num_fewshot: int,
+              limit: int | None) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -93,7 +90,7 @@ def _evaluate(run_dir: Path, store: Any, tasks: list[str], num_fewshot: int, lim
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # offline by design: never fetch a dataset
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     local = local_tasks()
-    model = ProxyHarnessLM.from_run(run_dir, store)
+    model = ProxyHarnessLM.from_run(run_dir, store, state)  # the checkpoint is read once
     with tempfile.TemporaryDirectory(prefix="autoscale-tasks-") as folder:
         for t in tasks:
             if t in local:

@@ -10,7 +10,7 @@ which is out of scope here.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,17 @@ try:
     from lm_eval.api.model import LM
 except ImportError:  # the optional extra; `require_harness` says so in one line
     LM = object  # type: ignore[assignment,misc]
+
+
+def kept_weights(run_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint a finished run kept (weights and model settings); one line when it kept none."""
+    from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint
+
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    if state is None or "model_config" not in state:
+        raise AutoscaleError(f"{run_dir} kept no weights to evaluate (no {CHECKPOINT} with its model); "
+                             "retrain it with downstream evaluation configured")
+    return state
 
 
 def require_harness() -> None:
@@ -42,18 +53,13 @@ class ProxyHarnessLM(LM):  # type: ignore[misc,valid-type]
         self.batch_size = batch_size
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, store: Any) -> ProxyHarnessLM:
-        """The model of a finished run whose weights were kept (``checkpoint.pt``), with ``store``'s
-        tokenizer (a `TokenStore`)."""
-        from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint
+    def from_run(cls, run_dir: str | Path, store: Any, state: Mapping[str, Any] | None = None) -> ProxyHarnessLM:
+        """The model of a finished run whose weights were kept (its checkpoint ``state``, read from
+        ``run_dir`` when not given), with ``store``'s tokenizer (a `TokenStore`)."""
         from autoscale.train.config import ModelConfig
         from autoscale.train.models import build_model, hf_objective
 
-        path = Path(run_dir) / CHECKPOINT
-        state = load_checkpoint(path)
-        if state is None or "model_config" not in state:
-            raise AutoscaleError(f"{run_dir} kept no weights to evaluate (no {CHECKPOINT} with its model); "
-                                 "retrain it with downstream evaluation configured")
+        state = kept_weights(run_dir) if state is None else state
         config = ModelConfig.model_validate(state["model_config"])
         if hf_objective(config) != "causal":
             raise AutoscaleError(f"{run_dir}: downstream evaluation supports causal models only, not a masked "
