@@ -52,6 +52,7 @@ RATIOS = (0.2, 3.0)
 SEEDS = (0, 1, 2)
 BUDGETS = (256_000, 1_024_000)
 VAL_TOKENS = 32_768  # validation split per domain; evaluated whole
+CORPUS = None  # --corpus: another folder of <domain>.jsonl (bench/gpu.sh)
 THREADS = 2
 _TRAIN = {"batch_size": 8, "lr": 3.0e-3, "warmup": 0.05, "schedule": "cosine"}
 #: name -> (vocabulary, model); bytes as in the demo, then two BPE settings closer to a real proxy
@@ -70,15 +71,15 @@ def mixture(name: str, budget: float) -> dict[str, float]:
     return ddo_run_tokens(name, DOMAINS, budget)
 
 
-def proxy(model: dict, seed: int) -> ProxyConfig:
+def proxy(model: dict, seed: int, device: str = "cpu") -> ProxyConfig:
     return ProxyConfig.from_dict({
         "model": model,
-        "train": {**_TRAIN, "seed": seed, "threads": THREADS, "device": "cpu"},
+        "train": {**_TRAIN, "seed": seed, "threads": THREADS, "device": device},
         "eval": {"points": 1, "max_tokens": None},
     })
 
 
-def study(out: Path, source: Path, say, train: bool = True) -> dict:
+def study(out: Path, source: Path, say, train: bool = True, device: str = "cpu") -> dict:
     """obj[setting][budget][seed][run] and wall[setting][budget] (CPU seconds of training, all seeds).
 
     ``train=False`` only reads the runs already finished; a setting and budget with any run missing
@@ -112,7 +113,7 @@ def study(out: Path, source: Path, say, train: bool = True) -> dict:
                     run_dir = out / "runs" / setting.replace(" ", "_") / str(budget) / f"seed{seed}" / name
                     fresh = not (run_dir / "metrics.json").exists()
                     cpu0 = _cpu_seconds()
-                    metrics = train_run(store, mixture(name, budget), proxy(model, seed), run_dir)
+                    metrics = train_run(store, mixture(name, budget), proxy(model, seed, device), run_dir)
                     if metrics.status != "completed":
                         raise SystemExit(f"{run_dir}: run {metrics.status}")
                     if fresh:  # CPU seconds (all threads): unlike wall time, not inflated by other processes
@@ -150,7 +151,8 @@ def report(result: dict, command: str, elapsed: float, partial: bool = False) ->
         f"Machine: {machine('torch', 'numpy')}  ",
         f"Date: {datetime.date.today().isoformat()}; this invocation {elapsed / 60:.1f} min.",
         "",
-        f"Demo corpus as it was when the study ran (every domain cut to {STUDY_CORPUS_MB:g} MB: `bench/_common.py`), "
+        (f"Corpus `{CORPUS}`" if CORPUS else
+         f"Demo corpus as it was when the study ran (every domain cut to {STUDY_CORPUS_MB:g} MB: `bench/_common.py`)") + ", "
         f"{len(DOMAINS)} domains, uniform base; perturbations x{RATIOS[0]:g} and x{RATIOS[1]:g} of "
         f"{' and '.join(PERTURBED)}; seeds {', '.join(map(str, SEEDS))}, coupled sampler; batch "
         f"{_TRAIN['batch_size']} x 128, lr {_TRAIN['lr']:g} cosine; final evaluation on the whole validation split "
@@ -185,10 +187,20 @@ def report(result: dict, command: str, elapsed: float, partial: bool = False) ->
 
 
 def main() -> None:
+    global SETTINGS, BUDGETS, SEEDS, DOMAINS, VAL_TOKENS, CORPUS  # one row elsewhere narrows the study's design
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(ROOT / "autoscale-bench-snr"), help="workspace (resumable)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the settings and budgets whose runs are all finished")
+    # one row elsewhere (bench/gpu.sh): a setting, budgets, seeds, a device and a corpus folder of its own
+    parser.add_argument("--setting", choices=list(SETTINGS), help="only this proxy setting")
+    parser.add_argument("--budgets", help="comma-separated budgets in tokens instead of the study's")
+    parser.add_argument("--seeds", help="comma-separated seeds instead of the study's")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
+    parser.add_argument("--batch-size", type=int, help="sequences per step instead of the study's")
+    parser.add_argument("--corpus", help="a folder of <domain>.jsonl (its domains) instead of the 5 MB demo corpus")
+    parser.add_argument("--val-tokens", type=int, help="validation tokens per domain instead of the study's")
+    parser.add_argument("--out", default=str(RESULTS), help="the markdown section to write")
     args = parser.parse_args()
     command = bench_command("bench/snr.py")
     started = time.perf_counter()
@@ -196,12 +208,28 @@ def main() -> None:
     def say(msg: str) -> None:
         print(msg, flush=True)
 
-    out, source = demo_workspace(args.dir, DOMAINS, say)
-    result = study(out, source, say, train=not args.report_only)
+    if args.setting:
+        SETTINGS = {args.setting: SETTINGS[args.setting]}
+    if args.budgets:
+        BUDGETS = tuple(int(float(b)) for b in args.budgets.split(","))
+    if args.seeds:
+        SEEDS = tuple(int(s) for s in args.seeds.split(","))
+    if args.batch_size:
+        _TRAIN["batch_size"] = args.batch_size
+    if args.val_tokens:
+        VAL_TOKENS = args.val_tokens
+    if args.corpus:
+        out, source = Path(args.dir).resolve(), Path(args.corpus).resolve()
+        DOMAINS = tuple(sorted(p.name.removesuffix(".jsonl") for p in source.glob("*.jsonl")))
+        CORPUS = args.corpus
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out, source = demo_workspace(args.dir, DOMAINS, say)
+    result = study(out, source, say, train=not args.report_only, device=args.device)
     if not result["obj"]:
         raise SystemExit("no setting has all its runs finished yet")
     partial = sum(len(b) for b in result["obj"].values()) < len(SETTINGS) * len(BUDGETS)
-    write_section(RESULTS, report(result, command, time.perf_counter() - started, partial))
+    write_section(Path(args.out), report(result, command, time.perf_counter() - started, partial))
 
 
 if __name__ == "__main__":

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the models")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--toy", action="store_true", help="the test-sized shape only, small matmuls (bench/gpu.sh --dry-run)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -182,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     rt = Runtime(device=device, bf16=cuda)
     peak_dtype = torch.bfloat16 if cuda else torch.float32
-    sizes = (4096, 8192) if cuda else (1024, 2048)
+    sizes = (256,) if args.toy else (4096, 8192) if cuda else (1024, 2048)
     load_before = _loadavg()
     peak = matmul_peak(device, peak_dtype, sizes, repeats=8)
-    shapes = GPU_SHAPES if cuda else CPU_SHAPES
+    shapes = CPU_SHAPES[:1] if args.toy else GPU_SHAPES if cuda else CPU_SHAPES
     precision = "bf16 autocast" if cuda else "fp32"
 
     rows = []

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from autoscale.errors import AutoscaleError
-from autoscale.regmix import best_mixture, default_runs, fit_regressor, min_runs, sample_mixtures
+from autoscale.regmix import (
+    best_mixture,
+    default_runs,
+    fit_regressor,
+    min_runs,
+    sample_mixtures,
+    sample_within,
+)
 from simworld import make_world
 
 M = 3
@@ -28,6 +35,37 @@ def test_sampled_mixtures_are_distinct_bounded_and_reproducible():
     assert (free == 0).any() and ((free > 0) & (free < 0.01)).sum() == 0
     with pytest.raises(AutoscaleError, match="distinct mixtures within the bounds"):
         sample_mixtures(prior, 10, 0, lower=[0.5, 0.5, 0.5], max_draws=2000)
+
+
+@pytest.mark.parametrize("m", [2, 5, 7, 17, 24, 64])
+def test_candidates_lie_inside_the_floors_and_caps_at_any_m(m):
+    """The search's candidates: floors of 0.2/m (where rejection accepts ~1% of draws at m = 7 and none
+    at m = 17), one cap that binds often, every row inside the bounds, no draw lost."""
+    prior = np.geomspace(1.0, 0.01, m)
+    lower = np.full(m, 0.2 / m)
+    upper = np.ones(m)
+    upper[0] = 1.5 / m  # the largest prior share capped just above uniform
+    w = sample_within(prior, 5000, 3, lower=lower, upper=upper)
+    assert w.shape == (5000, m)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    assert (w >= lower - 1e-12).all() and (w <= upper + 1e-12).all()
+    assert np.isclose(w[:, 0], upper[0]).mean() > 0.05  # the cap binds, and the excess went elsewhere
+    np.testing.assert_array_equal(w, sample_within(prior, 5000, 3, lower=lower, upper=upper))
+    with pytest.raises(AutoscaleError, match="leave no mixture"):
+        sample_within(prior, 10, 0, lower=np.full(m, 1.1 / m))
+
+
+def test_candidates_follow_the_prior_and_its_temperature():
+    """The free mass is RegMix's Dirichlet: centred on prior ** temperature, so temperature 1 keeps the
+    token shares' skew and a lower one flattens it; min_weight zeroes small shares of the free part."""
+    prior = np.array([0.8, 0.15, 0.05])
+    sharp = sample_within(prior, 20000, 0, temperature=1.0).mean(axis=0)
+    flat = sample_within(prior, 20000, 0, temperature=0.2).mean(axis=0)
+    np.testing.assert_allclose(sharp, prior, atol=0.02)
+    tempered = prior**0.2 / (prior**0.2).sum()
+    np.testing.assert_allclose(flat, tempered, atol=0.02)
+    floored = sample_within(prior, 2000, 0, lower=[0.05] * 3, min_weight=0.2)
+    assert np.isclose(floored, 0.05).any() and (floored >= 0.05 - 1e-12).all()
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -105,7 +105,7 @@ def _fit_domain(r: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray,
             continue
         # a linear fit of log(y - c0) gives log k and t to start from
         coef, *_ = np.linalg.lstsq(design, np.log(y - c0), rcond=None)
-        fit = least_squares(residual_of, np.concatenate([[c0], coef]), args=(r, y), method="trf",
+        fit = least_squares(residual_of, np.concatenate([[c0], coef]), jac=_jacobian_of, args=(r, y), method="trf",
                             x_scale="jac", max_nfev=2000)
         if best is None or fit.cost < best.cost:
             best = fit
@@ -120,6 +120,13 @@ def _fit_domain(r: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray,
 def residual_of(x: np.ndarray, r: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Fitted minus measured loss; x = (c, log k, t_1 .. t_m-1), the exponent clipped against overflow."""
     return x[0] + np.exp(np.clip(x[1] + r @ x[2:], -50.0, 50.0)) - y
+
+
+def _jacobian_of(x: np.ndarray, r: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """d residual / d x, analytic (finite differences cost m + 1 evaluations a step); 0 where clipped."""
+    z = x[1] + r @ x[2:]
+    e = np.where(np.abs(z) < 50.0, np.exp(np.clip(z, -50.0, 50.0)), 0.0)
+    return np.column_stack([np.ones_like(y), e, e[:, None] * r])
 
 
 def optimal_proportions(

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,8 +122,11 @@ class DataConfig(_Strict):
     )
     domains: list[str] | None = Field(None, min_length=1, description="subset and order of the domains")
     fingerprint: str = Field("", description="identifies the data when there is no store (command executor)")
+    validation: list[str] = Field(
+        default_factory=list, description="without a store: validation-only domains the user's trainer reports "
+        "(objective.weights may name them: a held-out target domain); with a store, its untrained domains are")
 
-    @field_validator("domains")
+    @field_validator("domains", "validation")
     @classmethod
     def _unique(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and len(set(v)) != len(v):
@@ -349,9 +353,19 @@ class _Experiment(_Strict):
         """Seeds of the validation runs at the target."""
         return self.target.seeds if self.target.seeds is not None else [self.seed]
 
-    def check_domains(self, domains: tuple[str, ...]) -> None:
-        """Raise AutoscaleError if a domain named in the config is not among ``domains``."""
-        named: list[tuple[str, dict[str, Any]]] = [("objective.weights", self.objective.weights or {})]
+    def check_domains(self, domains: tuple[str, ...], evaluated: Sequence[str] | None = None) -> None:
+        """Raise AutoscaleError if a domain named in the config is not among the training ``domains``;
+        ``objective.weights`` may also name validation-only domains among ``evaluated`` (the domains
+        our trainer evaluates; None: those of ``data.validation``, which the user's trainer reports)."""
+        if evaluated is not None and self.data.validation:
+            raise AutoscaleError("data.validation is for the user's trainer without a store; a store's untrained "
+                                 "domains are validation domains already")
+        evaluated = tuple(self.data.validation) if evaluated is None else evaluated
+        stray = [d for d in self.objective.weights or {} if d not in domains and d not in evaluated]
+        if stray:
+            raise AutoscaleError(f"objective.weights: unknown domain {stray[0]!r} (training domains: {', '.join(domains)}"
+                                 + (f"; validation-only: {', '.join(evaluated)})" if evaluated else ")"))
+        named: list[tuple[str, dict[str, Any]]] = []
         for name, settings in self.method_settings.items():
             section = METHODS[name].section
             for key in ("base", "max_epochs"):

@@ -122,6 +122,7 @@ class _Setup:
     caps: Mapping[str, Mapping[str, float] | None]  # method -> max tokens per domain (its max_epochs x unique)
     objective: Objective
     store_path: Path | None
+    validation: tuple[str, ...] = ()  # validation domains when the objective names some outside training
 
 
 def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
@@ -131,7 +132,9 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         from autoscale.data import DomainSource, TokenStore, prepare_store
 
         if config.data.sources is not None:
-            sources = _corpus_sources(config.data.sources, config.data.domains)
+            # validation-only domains of the objective are tokenised too (held out of training)
+            held_out = [d for d in config.objective.weights or {} if d not in (config.data.domains or [d])]
+            sources = _corpus_sources(config.data.sources, config.data.domains and [*config.data.domains, *held_out])
             fields = config.data.text_fields or {}
             stray = [d for d in fields if d not in sources]
             if stray:
@@ -148,12 +151,14 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         if unknown:
             raise AutoscaleError(f"data.domains: {unknown[0]!r} is not in the store (domains: {', '.join(store.domains)})")
         unique = {d: store.unique_train_tokens(d) for d in domains}
+        evaluated: tuple[str, ...] | None = tuple(config.proxy.eval.domains or store.domains)
     else:
         assert config.data.domains is not None  # the config validator guarantees it
         domains = tuple(config.data.domains)
         data_id = "user:" + config.data.fingerprint
+        evaluated = None
     domains = check_mixture_domains(domains)  # names (a store's or data.domains) and at least 2
-    config.check_domains(domains)
+    config.check_domains(domains, evaluated)
     caps = {name: _caps(getattr(settings, "max_epochs", None), unique, domains)
             for name, settings in config.method_settings.items()}
     ex = config.executor
@@ -169,12 +174,15 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         # the sampler's version is part of every key: a new sampler never reuses an old run
         trainer = {"kind": "autoscale", "proxy": config.proxy.fingerprint_dict(), "sampler": SAMPLER_VERSION}
     objective = Objective(config.objective.metric, config.objective.weights)
-    return _Setup(domains, data_id, trainer, unique, caps, objective, store_path)
+    named = tuple(config.objective.weights or ())
+    validation = named if any(d not in domains for d in named) else ()
+    return _Setup(domains, data_id, trainer, unique, caps, objective, store_path, validation)
 
 
 def _context(config: ExperimentConfig, setup: _Setup, folder: ExperimentFolder, name: str) -> Context:
     """The facts method ``name`` sees: its own caps, and the names the folder gives its files."""
-    return Context(setup.domains, config.seed, setup.objective, natural=_natural(setup), caps=setup.caps.get(name),
+    return Context(setup.domains, config.seed, setup.objective, setup.validation, natural=_natural(setup),
+                   caps=setup.caps.get(name),
                    target=config.target.budget, offsets=config.target.offsets,
                    name_of=lambda kind, budget: _artefact_path(folder, name, kind, budget).name)
 

@@ -11,6 +11,11 @@ law carries the optima to the target (``extrapolate``); with draws, the same law
 draw gives intervals. The DDO optimum of the largest budget is offered as the ``ddo`` baseline.
 
 Settings: the config's ``ddo:`` section (`DDOConfig`). Target default: N2^2 / N1 (the paper's rule).
+
+Runs: 2m + 1 per budget and replicate ((2m + 2.2) x budget tokens with ratios 0.2 and 3), fixed by
+the design; a fit needs 3 points per domain (the base and two perturbations). m = 7: 15; m = 17: 35;
+m = 24: 49 per budget and replicate. Validation domains may differ from the training domains: the
+fit reads only the objective.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ class AutoScale:
         out = []
         for budget in settings.budgets:
             plan = plan_ddo(ctx.domains, budget=budget, base=self.base(settings, ctx, budget), ratios=settings.ratios,
-                            eval_names=ctx.domains, replicates=settings.replicates, seed=ctx.seed)
+                            eval_names=ctx.eval_domains, replicates=settings.replicates, seed=ctx.seed)
             assert plan.seeds is not None
             runs = tuple(
                 PlannedRun(run if settings.replicates == 1 else f"{run} seed {seed}",
@@ -120,7 +125,7 @@ class AutoScale:
             listed = "; ".join(f"{r.planned.label} ({r.error})" for r in runs if r.status != "completed")
             raise AutoscaleError(f"DDO at {budget_name(stage.budget)} tokens: domain(s) {', '.join(short)} keep fewer than 3 "
                                  f"completed runs; failed: {listed}")
-        return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric), stage.budget),)
+        return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric, ctx.eval_domains), stage.budget),)
 
 
     def result(self, settings: DDOConfig, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
@@ -129,7 +134,8 @@ class AutoScale:
         from autoscale.extrapolate import extrapolate, extrapolate_draws, held_weights
 
         stages = self.stages(settings, ctx)
-        tables = {s.budget: runs_table(runs[s.name], ctx.domains, ctx.objective.metric) for s in stages}
+        tables = {s.budget: runs_table(runs[s.name], ctx.domains, ctx.objective.metric, ctx.eval_domains)
+                  for s in stages}
         results = fit_ddo_budgets(tables, min_ratio=settings.min_ratio, max_tokens=ctx.caps,
                                   eval_weights=ctx.objective.weights, bootstrap=settings.bootstrap, seed=ctx.seed)
         artefacts, done, summary_ddo = [], [], []

@@ -30,18 +30,26 @@ class Context:
 
     ``natural``: unique training tokens per domain (None without a token store, e.g. an external
     trainer); ``caps``: the most tokens a domain may receive (max_epochs x unique tokens);
-    ``target``: target.budget as configured (None: the method's own default, if it has one).
+    ``target``: target.budget as configured (None: the method's own default, if it has one);
+    ``validation``: the validation domains the objective reads, when they are not the training
+    ``domains`` (a held-out target domain; RegMix's 13 validation sets for 17 training domains).
     """
 
     domains: tuple[str, ...]
     seed: int
     objective: Objective
+    validation: tuple[str, ...] = ()
     natural: Mapping[str, float] | None = None
     caps: Mapping[str, float] | None = None
     target: float | None = None
     offsets: bool = False  # target.offsets: AutoScale's law on tokens + the DDO offsets
     # the file name the experiment folder gives an artefact of this method (kind, budget)
     name_of: Callable[[str, float | None], str] = lambda kind, budget: ""
+
+    @property
+    def eval_domains(self) -> tuple[str, ...]:
+        """The validation domains: ``validation``, or the training domains."""
+        return self.validation or self.domains
 
 
 @dataclass(frozen=True)
@@ -146,19 +154,22 @@ class Method(Protocol):
         ...
 
 
-def runs_table(runs: Sequence[FinishedRun], domains: Sequence[str], metric: str) -> RunsTable:
+def runs_table(runs: Sequence[FinishedRun], domains: Sequence[str], metric: str,
+               eval_domains: Sequence[str] | None = None) -> RunsTable:
     """The completed ``runs`` as a runs table: the tokens each ACTUALLY trained (metrics
-    ``tokens_per_domain``: whole sequences; else what was asked for), one eval column per domain
-    (its final validation ``metric``) and the seed column."""
+    ``tokens_per_domain``: whole sequences; else what was asked for), one eval column per validation
+    domain (``eval_domains``, default the training ``domains``: its final validation ``metric``) and
+    the seed column."""
+    eval_domains = tuple(eval_domains or domains)
     done = [r for r in runs if r.status == "completed" and r.metrics is not None]
     tokens, evals = [], []
     for r in done:
         trained = r.metrics.get("tokens_per_domain") or {}  # type: ignore[union-attr]
         tokens.append([float(trained.get(d, r.planned.tokens[d])) for d in domains])
-        evals.append([metric_value(r.metrics["final"][d], metric) for d in domains])  # type: ignore[index]
+        evals.append([metric_value(r.metrics["final"][d], metric) for d in eval_domains])  # type: ignore[index]
     return RunsTable(tuple(r.planned.row or r.planned.label for r in done), tuple(domains),
-                     np.array(tokens, dtype=float).reshape(len(done), len(domains)), tuple(domains),
-                     np.array(evals, dtype=float).reshape(len(done), len(domains)),
+                     np.array(tokens, dtype=float).reshape(len(done), len(domains)), eval_domains,
+                     np.array(evals, dtype=float).reshape(len(done), len(eval_domains)),
                      np.array([r.planned.seed for r in done], dtype=np.int64))
 
 

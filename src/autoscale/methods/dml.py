@@ -9,7 +9,9 @@ over the simplex within the floors and caps.
 Scale: one budget. The paper nests the law with scaling laws in training steps and model size to
 predict the large run from small ones; we optimise the proportions at the search budget and use
 them as is at the target, and say so (the comparison at the target measures what that costs).
-Runs: at least m + 2 (m + 1 parameters per domain); default 4m + 4.
+Runs: at least m + 2 (the law has m + 1 parameters per validation domain, fitted on K runs; J
+validation domains are J separate fits, so their number costs fitting time, not runs); default
+4m + 4, each one run at the search budget (m = 7: 9 / 32; m = 17: 19 / 72; m = 24: 26 / 100).
 """
 
 from __future__ import annotations
@@ -54,11 +56,11 @@ class DataMixingLaws(rs.RandomSearch):
         best = optimal_proportions(law, lower=lo, upper=hi, weights=w, metric=metric)
         mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
         warnings = [f"the law fits {d}'s validation loss poorly (R^2 {r2:.2f})"
-                    for d, r2 in zip(ctx.domains, law.r2, strict=True) if not r2 >= 0.5]
+                    for d, r2 in zip(ctx.eval_domains, law.r2, strict=True) if not r2 >= 0.5]
         warnings.append("one budget: the proportions optimal at the search budget are used as is at the target")
         record = self.record(
             stage, runs[stage.name], mixture, weights=weights, objective=objective, prior=rs.prior(settings, ctx),
-            law={"c": law.c, "k": law.k, "t": law.t, "r2": dict(zip(ctx.domains, law.r2, strict=True))},
+            law={"c": law.c, "k": law.k, "t": law.t, "r2": dict(zip(ctx.eval_domains, law.r2, strict=True))},
             predicted_objective=float(law.objective(best, w, metric)), best_run_objective=float(objective.min()),
             floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=warnings)
         return fitted_answer(self.name, mixture, ctx, record, stage.budget, f"{self.name} fit", warnings,

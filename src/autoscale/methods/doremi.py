@@ -9,6 +9,9 @@ so in one line); our trainer on Ray or inline can, and a killed run resumes.
 
 Settings (``doremi:``): budget, base (uniform | natural | weights; the reference's mixture and the
 proxy's batches), eta 1 and smoothing 1e-3 (the paper's), floor (default 0.2 / m), max_epochs.
+
+Runs: one, at any m (the weights are learnt per training domain, from the excess loss on each
+training domain's own data; the validation objective plays no part in the search).
 """
 
 from __future__ import annotations

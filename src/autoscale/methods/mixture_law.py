@@ -8,6 +8,12 @@ and its objective minimised at the target budget within the floors and caps: the
 of thumb, carries the mixture to the target. The record keeps the fitted parameters, so the law's
 loss predictions can be checked against runs at any other budget (the methods benchmark does so
 at the target, with its validation runs).
+
+Runs: the law has 3m + 3 parameters per validation domain, fitted on K mixtures x B budgets points;
+at least m + 2 mixtures (with B >= 3 that is 3m + 6 points, above the parameters), default 4m + 4,
+each trained at every budget (m = 7: 9 / 32 mixtures; m = 17: 19 / 72; m = 24: 26 / 100; runs = B x
+mixtures). Each validation domain is its own multi-start fit of 3m + 3 parameters: fitting time grows
+with J x m, runs do not.
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ class MixtureLawMethod(rs.RandomSearch):
         record = self.record(
             largest, runs[largest.name], mixture, budgets=[s.budget for s in stages], tokens=tokens, weights=weights,
             objective=objective, law={"params": law.params, "domains": list(ctx.domains),
+                                      "validation": list(ctx.eval_domains),
                                       "order": "log E, log C_1..m, log g_1..m, log K_1..m, log g_B, log beta"},
             fit_relative_error=error, predicted_objective=float(law.objective(ctx.target, best, w, metric)),
             floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=[])

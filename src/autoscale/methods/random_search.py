@@ -92,14 +92,14 @@ def check_runs(name: str, ctx: Context, stage: Stage, runs: Sequence[FinishedRun
         failed = "; ".join(f"{r.planned.label} ({r.error})" for r in runs if r.status != "completed")
         raise AutoscaleError(f"{name} at {budget_name(stage.budget)} tokens: {done} of {len(runs)} runs completed, "
                              f"{least} needed; failed: {failed}")
-    return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric), stage.budget),)
+    return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric, ctx.eval_domains), stage.budget),)
 
 
 def weights_and_objective(ctx: Context, runs: Sequence[FinishedRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                              np.ndarray]:
-    """(``[K, m]`` weights actually trained, ``[K]`` objective, ``[K, J]`` per-domain metric, ``[K]``
-    tokens trained) of the completed runs."""
-    table = runs_table(runs, ctx.domains, ctx.objective.metric)
+    """(``[K, m]`` weights actually trained, ``[K]`` objective, ``[K, J]`` metric per validation
+    domain (``ctx.eval_domains``), ``[K]`` tokens trained) of the completed runs."""
+    table = runs_table(runs, ctx.domains, ctx.objective.metric, ctx.eval_domains)
     totals = table.tokens.sum(axis=1)
     return table.tokens / totals[:, None], table.objective(ctx.objective.weights), table.evals, totals
 
@@ -111,10 +111,10 @@ def as_loss(ctx: Context, values: np.ndarray) -> np.ndarray:
 
 
 def eval_weights(ctx: Context) -> np.ndarray | None:
-    """Per validation domain, the objective's weight (None: the plain mean)."""
+    """Per validation domain (``ctx.eval_domains``), the objective's weight (None: the plain mean)."""
     if ctx.objective.weights is None:
         return None
-    return np.array([float(ctx.objective.weights.get(d, 0.0)) for d in ctx.domains])
+    return np.array([float(ctx.objective.weights.get(d, 0.0)) for d in ctx.eval_domains])
 
 
 class RandomSearch:

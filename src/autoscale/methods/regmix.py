@@ -3,15 +3,17 @@
 Stage ``regmix <budget>``: K mixtures drawn around the token distribution
 (`autoscale.methods.random_search`), each trained once at ``regmix.budget`` tokens. Then a LightGBM
 regressor from weights to the objective (`autoscale.regmix.fit_regressor`), its predictions on
-``candidates`` random mixtures drawn the same way within the floors and caps, and the mean of the
+``candidates`` random mixtures drawn around the same prior with the same temperature, inside the
+floors and caps (`autoscale.regmix.sample_within`: works at any m), and the mean of the
 ``top_k`` best is the mixture, used as is at the target (RegMix's assumption: the ranking of
 mixtures holds across scale). The regressor is fitted on the loss (log of a perplexity objective),
 as RegMix regresses the validation loss; its leaf size and rounds are chosen by 5-fold
 cross-validation on the search runs. Diagnostics: that cross-validated Spearman correlation, and a
 warning when the chosen mixture's prediction beats every search run (the fit extrapolates).
 
-Runs: at least 4m + 4 (a tree needs several samples per split); default 16m. The paper used 512
-proxies on 17 domains; a few dozen is what a CPU affords, and the diagnostics say how well it ranks.
+Runs: at least 4m + 4 (a tree needs several samples per split); default 16m, each one run at the
+search budget (m = 7: 32 / 112; m = 17: 72 / 272; m = 24: 100 / 384). The paper used 512 proxies on
+17 domains; a few dozen is what a CPU affords, and the diagnostics say how well it ranks.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class RegMix(rs.RandomSearch):
         assert ctx.target is not None  # the config requires target.budget without AutoScale
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         best = best_mixture(model, rs.prior(settings, ctx), ctx.seed + 1, candidates=settings.candidates,
-                            top_k=settings.top_k, lower=lo, upper=hi)
+                            top_k=settings.top_k, lower=lo, upper=hi, temperature=settings.temperature,
+                            min_weight=settings.min_weight)
         mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
         predicted = float(model.predict(best[None, :])[0])
         predicted = math.exp(predicted) if perplexity else predicted
