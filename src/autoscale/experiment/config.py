@@ -12,7 +12,10 @@ line naming the key and the value. Relative paths are relative to the config fil
                                    #   file or folder per domain (incremental: unchanged domains stay)
       vocab_size: 2048             # with sources: BPE vocabulary; val_tokens: validation tokens per domain
       text_fields: {web: content}  # with sources: a domain's JSON key / parquet column (default: text)
-      domains: [web, code, books]  # optional: subset and order of the store's domains
+      domains: [web, code, books]  # optional: subset and order of the store's domains (the training
+                                   #   domains; a store domain left out can still be a validation
+                                   #   domain that objective.weights names: a held-out target)
+      # validation: [pile_cc]      # without a store: validation-only domains the user's trainer reports
     proxy:                         # trainer settings (autoscale.train.ProxyConfig, without `store`)
       model: {n_layer: 2, d_model: 64, n_head: 2, seq_len: 64}
       train: {batch_size: 8, lr: 3.0e-3}
