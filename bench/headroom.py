@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from _common import bench_command, machine, write_section
 
-from autoscale.data import prepare_store
+from autoscale.data import TokenStore, prepare_store
 from autoscale.data.demo import default_data_dir, fetch_demo
 from autoscale.ddo.fit import fit_ddo
 from autoscale.ddo.plan import plan_ddo
@@ -78,10 +78,8 @@ def corpus(out: Path, name: str, say) -> Path:
     """The corpus folder of ``name``: the demo corpus with its cuts."""
     demo = fetch_demo(default_data_dir() / "demo", progress=say)
     folder = out / "corpus" / name
-    slice_corpus(demo.dir, folder, DOMAINS, 1e6)  # a copy of every domain as fetched
-    for d, mb in CORPORA[name].items():
-        slice_corpus(demo.dir, folder / "cut", [d], mb)
-        (folder / "cut" / f"{d}.jsonl").replace(folder / f"{d}.jsonl")
+    for d in DOMAINS:  # each domain cut to its MB, or copied whole (1e6 MB)
+        slice_corpus(demo.dir, folder, [d], CORPORA[name].get(d, 1e6))
     return folder
 
 
@@ -117,17 +115,14 @@ def objective(evals: dict, weights: dict) -> float:
 def study(out: Path, say, train: bool = True) -> list[dict]:
     rows = []
     for name in CORPORA:
-        folder = corpus(out, name, say) if train or (out / "corpus" / name).exists() else None
-        if folder is None:
+        if train:
+            folder = corpus(out, name, say)
+            store = prepare_store({d: folder / f"{d}.jsonl" for d in DOMAINS}, out / f"store-{name}",
+                                  vocab_size=257, val_tokens=VAL_TOKENS, progress=say)
+        elif (out / f"store-{name}").exists():
+            store = TokenStore.open(out / f"store-{name}")
+        else:
             continue
-        store = prepare_store({d: folder / f"{d}.jsonl" for d in DOMAINS}, out / f"store-{name}", vocab_size=257,
-                              val_tokens=VAL_TOKENS, progress=say) if train else out / f"store-{name}"
-        unique = None
-        if train or (out / f"store-{name}").exists():
-            from autoscale.data import TokenStore
-
-            opened = TokenStore.open(out / f"store-{name}")
-            unique = {d: opened.unique_train_tokens(d) for d in DOMAINS}
         plan = plan_ddo(DOMAINS, budget=TARGET, replicates=len(ORACLE_SEEDS), seed=ORACLE_SEEDS[0])
         evals = []
         for i, (label, seed) in enumerate(zip(plan.runs, plan.seeds, strict=True)):
@@ -140,7 +135,7 @@ def study(out: Path, say, train: bool = True) -> list[dict]:
         uniform = {d: TARGET / len(DOMAINS) for d in DOMAINS}
         base = {s: run(store, uniform, s, out / "runs" / name / "uniform" / f"seed{s}", say, train)
                 for s in VALIDATION_SEEDS}
-        caps = {d: MAX_EPOCHS * unique[d] for d in DOMAINS} if unique else None
+        caps = {d: MAX_EPOCHS * store.unique_train_tokens(d) for d in DOMAINS}
         mean = averaged(table)
         for obj, (corpora, weights) in OBJECTIVES.items():
             if name not in corpora:

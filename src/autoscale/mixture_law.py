@@ -54,9 +54,14 @@ class MixtureLaw:
         return values.mean(axis=-1) if weights is None else values @ (weights / weights.sum())
 
 
+def _unpacked(p: np.ndarray, m: int) -> tuple:
+    """(E, C, g, K, g_B, beta) from the parameters in logs."""
+    return (np.exp(p[0]), np.exp(p[1:1 + m]), np.exp(p[1 + m:1 + 2 * m]), np.exp(p[1 + 2 * m:1 + 3 * m]),
+            np.exp(p[1 + 3 * m]), np.exp(p[2 + 3 * m]))
+
+
 def _law(p: np.ndarray, d: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
-    e, c, g, k, gb, beta = (np.exp(p[0]), np.exp(p[1:1 + m]), np.exp(p[1 + m:1 + 2 * m]),
-                            np.exp(p[1 + 2 * m:1 + 3 * m]), np.exp(p[1 + 3 * m]), np.exp(p[2 + 3 * m]))
+    e, c, g, k, gb, beta = _unpacked(p, m)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         mix = np.sum(c * np.power(np.clip(h, 0.0, None), g), axis=-1)
         data = np.power(np.clip(h, 0.0, None) @ k, gb) / np.power(d, beta)
@@ -65,8 +70,7 @@ def _law(p: np.ndarray, d: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
 
 def _law_jacobian(p: np.ndarray, d: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
     """``[K, 3m + 3]``: d law / d p (p in logs, so each column is the derivative times the parameter)."""
-    e, c, g, k, gb, beta = (np.exp(p[0]), np.exp(p[1:1 + m]), np.exp(p[1 + m:1 + 2 * m]),
-                            np.exp(p[1 + 2 * m:1 + 3 * m]), np.exp(p[1 + 3 * m]), np.exp(p[2 + 3 * m]))
+    e, c, g, k, gb, beta = _unpacked(p, m)
     hp = np.clip(h, 0.0, None)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         terms = c * np.power(hp, g)  # [K, m]

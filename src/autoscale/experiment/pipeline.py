@@ -132,9 +132,10 @@ def _setup(config: ExperimentConfig, say: Callable[[str], None]) -> _Setup:
         from autoscale.data import DomainSource, TokenStore, prepare_store
 
         if config.data.sources is not None:
-            # validation-only domains of the objective are tokenised too (held out of training)
-            held_out = [d for d in config.objective.weights or {} if d not in (config.data.domains or [d])]
-            sources = _corpus_sources(config.data.sources, config.data.domains and [*config.data.domains, *held_out])
+            selected = config.data.domains
+            if selected is not None:  # validation-only domains of the objective are tokenised too, not trained on
+                selected = [*selected, *(d for d in config.objective.weights or {} if d not in selected)]
+            sources = _corpus_sources(config.data.sources, selected)
             fields = config.data.text_fields or {}
             stray = [d for d in fields if d not in sources]
             if stray:
