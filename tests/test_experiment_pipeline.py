@@ -203,13 +203,21 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 90.0) -> None:
         time.sleep(0.05)
 
 
+def _start(cmd: list[str]) -> subprocess.Popen:
+    """``autoscale run`` with SIGINT at its default, whatever this suite inherited: a shell that
+    starts a job in the background ignores SIGINT, the child would inherit that, and Ctrl-C would
+    then do nothing."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def test_kill_9_then_ctrl_c_then_rerun_trains_no_finished_run_again(reference, tmp_path):
     config = write_config(tmp_path / "killed.yaml", reference.parent / "store")
     directory = tmp_path / "killed"
     cmd = [str(AUTOSCALE), "run", str(config), "--quiet"]
 
     # 1. kill -9 while the first DDO stage trains, after two runs finished
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(cmd)
     _wait_for(lambda: list(_statuses(directory).values()).count("completed") >= 2
               and "running" in _statuses(directory).values(), proc)
     proc.kill()
@@ -223,7 +231,7 @@ def test_kill_9_then_ctrl_c_then_rerun_trains_no_finished_run_again(reference, t
 
     # 2. Ctrl-C (SIGINT) on the resumed run, after more runs finished: a clean stop
     done_before = list(after_kill.values()).count("completed")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(cmd)
     _wait_for(lambda: list(_statuses(directory).values()).count("completed") >= done_before + 2
               and "running" in _statuses(directory).values(), proc)
     proc.send_signal(signal.SIGINT)

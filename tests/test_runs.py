@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoscale.ddo.plan import plan_ddo
+from autoscale.ddo.plan import design_tokens, plan_ddo
 from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
@@ -145,3 +145,13 @@ def test_plan_from_a_base_mixture_scales_it_to_the_budget():
 def test_bad_plans_are_user_errors(kwargs, message):
     with pytest.raises(AutoscaleError, match=message):
         plan_ddo(**kwargs)
+
+
+@pytest.mark.parametrize("ratios", [(0.2, 3.0), (0.5, 2.0, 4.0)])
+@pytest.mark.parametrize("m", [2, 7, 24])
+def test_design_tokens_is_what_the_plan_trains_for_any_base(m, ratios):
+    rng = np.random.default_rng(m)
+    base = Mixture.from_weights(dict(zip([f"d{i}" for i in range(m)], rng.dirichlet(np.ones(m)), strict=True)),
+                                1e9)
+    plan = plan_ddo(base=base, ratios=ratios)
+    assert plan.tokens.sum() / 1e9 == pytest.approx(design_tokens(m, ratios), rel=1e-6)

@@ -102,6 +102,16 @@ def plan_ddo(
                      np.full((len(runs) * k, len(evals)), np.nan), seeds)
 
 
+def design_tokens(m: int, ratios: Sequence[float] = PUBLISHED_RATIOS) -> float:
+    """Training tokens of one replicate of the design of ``m`` domains, in units of the base budget N.
+
+    The run that scales domain i by r trains 1 + (r - 1) w_i; summed over the domains that is
+    m + r - 1 whatever the base weights, so the design costs 1 + sum_r (m + r - 1): 2m + 2.2 with
+    the published ratios.
+    """
+    return 1.0 + sum(m + float(r) - 1.0 for r in ratios)
+
+
 def _unique(domains: Sequence[str]) -> tuple[str, ...]:
     return check_mixture_domains(domains)
 

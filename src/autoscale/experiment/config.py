@@ -77,6 +77,7 @@ per-domain tokens; mixture entries under ``base``/``mixtures``/``objective.weigh
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Sequence
@@ -387,12 +388,21 @@ class _Experiment(_Strict):
                 raise AutoscaleError(f"ddo.base: domain {missing[0]!r} needs a positive weight")
 
 
-#: The whole experiment: the common settings plus one optional section per method of the registry
-#: (``ddo:`` for AutoScale, ...), required when the method is selected. See the module docstring.
-ExperimentConfig = create_model(
-    "ExperimentConfig", __base__=_Experiment, __module__=__name__,
-    **{m.section: (m.Settings | None, None) for m in METHODS.values()},  # type: ignore[call-overload]
-)
+def experiment_model() -> type[_Experiment]:
+    """The whole experiment's model: the common settings plus one optional section per method of
+    the registry as it is now (``ddo:`` for AutoScale, ...), required when the method is selected.
+    See the module docstring."""
+    return _experiment_model(tuple(METHODS))
+
+
+@functools.cache
+def _experiment_model(names: tuple[str, ...]) -> type[_Experiment]:
+    sections = {METHODS[n].section: (METHODS[n].Settings | None, None) for n in names}
+    return create_model("ExperimentConfig", __base__=_Experiment, __module__=__name__, **sections)  # type: ignore[call-overload]
+
+
+#: The experiment's model for the built-in methods (`experiment_model` follows `register`).
+ExperimentConfig = experiment_model()
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -407,7 +417,7 @@ def config_from_dict(data: Any, what: str = "experiment config") -> ExperimentCo
     if not isinstance(data, dict):
         raise AutoscaleError(f"{what}: expected a mapping of settings, got {type(data).__name__}")
     try:
-        return ExperimentConfig.model_validate(data)
+        return experiment_model().model_validate(data)
     except ValidationError as exc:
         raise AutoscaleError(f"{what}: {_one_line(exc)}") from None
 

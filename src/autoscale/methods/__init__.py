@@ -2,7 +2,8 @@
 
 ``METHODS`` is the registry: the config's ``methods:`` list names its entries, and each entry's
 ``section`` is the config section of its settings. Adding a method is one module implementing
-`Method` plus one line here (docs/DESIGN.md shows one).
+`Method` plus one line here, or a call of `register` from the user's own code
+(docs/examples/add_a_method.py is one, run end to end by the tests).
 """
 
 from __future__ import annotations
@@ -15,3 +16,16 @@ from autoscale.methods.mixture_law import MixtureLawMethod
 from autoscale.methods.regmix import RegMix
 
 METHODS: dict[str, Method] = {m.name: m for m in (AutoScale(), RegMix(), DataMixingLaws(), DoReMi(), MixtureLawMethod())}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry: configs validated from now on take its name in ``methods:``
+    and its ``section``. A name or section already taken is refused."""
+    from autoscale.errors import AutoscaleError
+
+    for m in METHODS.values():
+        if method.name == m.name or method.section == m.section:
+            raise AutoscaleError(f"method {method.name!r} (section {method.section!r}) clashes with method "
+                                 f"{m.name!r} (section {m.section!r})")
+    METHODS[method.name] = method
+    return method

@@ -30,6 +30,7 @@ from autoscale.methods.base import (
     Artefact,
     Context,
     FinishedRun,
+    Method,
     MethodResult,
     PlannedRun,
     Stage,
@@ -80,7 +81,7 @@ class DDOConfig(_Strict):
     _epochs = field_validator("max_epochs")(check_epochs)
 
 
-class AutoScale:
+class AutoScale(Method):
     """DDO at the configured budgets + the AutoScale law to the target."""
 
     name = "autoscale"
@@ -88,7 +89,6 @@ class AutoScale:
     mixture = "predicted"
     description = "AutoScale: DDO at two or more small budgets, extrapolated to the target by its law"
     Settings = DDOConfig
-    own_trainer = False
 
     def base(self, settings: DDOConfig, ctx: Context, budget: float) -> Mixture:
         return Mixture.from_weights(base_weights(settings.base, ctx, self.section), budget)

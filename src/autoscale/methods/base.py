@@ -126,15 +126,18 @@ class MethodResult:
 class Method(Protocol):
     """A data-mixing method. ``name`` is its entry in the config's ``methods:`` list, ``section``
     the config section holding its ``Settings`` (pydantic; None: the method has no section),
-    ``mixture`` the name of its mixture in validation, ``description`` one line for the report;
-    ``own_trainer``: its runs need autoscale's trainer (a training mode), not the user's command."""
+    ``mixture`` the name of its mixture in validation, ``description`` one line for the report.
+
+    Optional attributes, with their defaults here (a method subclasses `Method` to take them):
+    ``own_trainer`` (False): its runs need autoscale's trainer (a training mode), not the user's
+    command."""
 
     name: ClassVar[str]
     section: ClassVar[str]
     mixture: ClassVar[str]
     description: ClassVar[str]
     Settings: ClassVar[type[BaseModel]]
-    own_trainer: ClassVar[bool]
+    own_trainer: ClassVar[bool] = False
 
     def search_budgets(self, settings: Any) -> Sequence[float]:
         """The budgets its search trains at (the target must exceed them)."""

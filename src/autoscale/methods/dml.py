@@ -33,7 +33,6 @@ class DataMixingLaws(rs.RandomSearch):
     mixture = "dml"
     description = "Data Mixing Laws: an exponential law per domain fitted on random mixtures at one budget"
     Settings = DMLSettings
-    own_trainer = False
 
     def least_runs(self, m: int) -> int:
         from autoscale.mixing_laws import min_runs

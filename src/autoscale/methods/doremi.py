@@ -29,6 +29,7 @@ from autoscale.methods.base import (
     Artefact,
     Context,
     FinishedRun,
+    Method,
     MethodResult,
     PlannedRun,
     Stage,
@@ -56,7 +57,7 @@ class DoReMiSettings(Strict):
     _epochs = field_validator("max_epochs")(check_epochs)
 
 
-class DoReMi:
+class DoReMi(Method):
     name = "doremi"
     section = "doremi"
     mixture = "doremi"

@@ -60,7 +60,6 @@ class MixtureLawMethod(rs.RandomSearch):
     mixture = "mixture-law"
     description = "optimal-mixture scaling law: a joint law in tokens and weights, fitted at 3+ budgets"
     Settings = MixtureLawSettings
-    own_trainer = False
 
     def least_runs(self, m: int) -> int:
         return m + 2

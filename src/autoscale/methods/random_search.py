@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from autoscale.errors import AutoscaleError
-from autoscale.methods.base import Artefact, Context, FinishedRun, PlannedRun, Stage, runs_table
+from autoscale.methods.base import Artefact, Context, FinishedRun, Method, PlannedRun, Stage, runs_table
 from autoscale.settings import Strict, Tokens, check_epochs
 from autoscale.tokens import budget_name
 
@@ -117,7 +117,7 @@ def eval_weights(ctx: Context) -> np.ndarray | None:
     return np.array([float(ctx.objective.weights.get(d, 0.0)) for d in ctx.eval_domains])
 
 
-class RandomSearch:
+class RandomSearch(Method):
     """The design part of a method searching over random mixtures at one budget: its stage and its
     check. A subclass names itself, gives its least and default numbers of runs and its result."""
 

@@ -41,7 +41,6 @@ class RegMix(rs.RandomSearch):
     mixture = "regmix"
     description = "RegMix: LightGBM regression of the objective on random mixtures at one small budget"
     Settings = RegMixSettings
-    own_trainer = False
 
     def least_runs(self, m: int) -> int:
         from autoscale.regmix import min_runs

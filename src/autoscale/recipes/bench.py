@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from autoscale.baselines import llama_style
+from autoscale.ddo.plan import design_tokens
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.folder import AUTOSCALE, METRICS, ExperimentFolder
 from autoscale.gain import Gain, paired_gain
@@ -85,7 +86,7 @@ class BenchPlan:
     def training_tokens(self) -> float:
         """About what the whole benchmark trains (runs shared between parts counted once)."""
         p, m = self.proxy, len(self.proxy.domains)
-        design = 2 * m + 2.2  # tokens of one DDO design at budget N, in units of N
+        design = design_tokens(m)
         searches = self.searches * p.replicates * design * sum(p.budgets)
         oracle = self.oracle_replicates * design * (p.budgets[0] + p.target)
         held = p.replicates * design * (p.budgets[0] + self.held_out_budget)

@@ -43,6 +43,7 @@ import yaml
 
 from autoscale.atomic import write_text_atomic
 from autoscale.baselines import llama_mapping
+from autoscale.ddo.plan import design_tokens
 from autoscale.errors import AutoscaleError
 from autoscale.report.results import format_tokens
 
@@ -89,7 +90,7 @@ class DemoPlan:
     def training_tokens(self, validations: int = 5) -> float:
         """Tokens the whole plan trains: DDO runs at both budgets plus the validation runs."""
         m = len(self.domains)
-        return self.replicates * (2 * m + 2.2) * sum(self.budgets) + validations * len(self.seeds) * self.target
+        return self.replicates * design_tokens(m) * sum(self.budgets) + validations * len(self.seeds) * self.target
 
 
 _TRAIN = {"batch_size": 8, "lr": 3.0e-3, "warmup": 0.05, "schedule": "cosine"}

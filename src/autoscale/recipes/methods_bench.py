@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoscale.ddo.plan import design_tokens
 from autoscale.experiment.folder import ExperimentFolder
 from autoscale.methods import METHODS
 from autoscale.recipes.bench import RECORD, BenchPlan, machine_facts, open_bench_workspace
@@ -52,7 +53,7 @@ def methods_settings(plan: BenchPlan) -> dict[str, Any]:
     p = plan.proxy
     n1, n2 = p.budgets
     m = len(p.domains)
-    ddo_tokens = p.replicates * (2 * m + 2.2) * (n1 + n2)
+    ddo_tokens = p.replicates * design_tokens(m) * (n1 + n2)
     common = {"budget": float(n2), "max_epochs": p.max_epochs, "eval_points": 1}
     return {
         "methods": ["autoscale", "regmix", "dml", "doremi", "mixture-law"],

@@ -1,0 +1,207 @@
+"""The benchmark of record, version 2: every mixing method on all 7 demo domains, with a target 8x
+past the search, opened by the headroom that bench/headroom.py measured before any method ran.
+
+    .venv/bin/python bench/record_v2.py                 # resumable; rerun the same command after a stop
+    .venv/bin/python bench/record_v2.py --report-only   # tabulate a finished record without training
+
+Design (fixed on 2026-12-02 before any run of it, and before the headroom it depends on finished):
+- Objective and corpus: the headroom study's choice (`headroom.choose`: the first of (small-targets,
+  web-code-qa), (full, web-code-qa), (full, all-7) whose oracle beats uniform with an interval above
+  zero), set as a user would set ``objective.weights``; its corpus folder is the study's.
+- The proxy and budgets of the demo and the headroom study: bytes L2 d64, batch 8 x 128, lr 3e-3
+  cosine; AutoScale's noise-aware DDO at N1 = 128k and N2 = 512k tokens with 3 coupled replicates
+  (seeds 0-2; the signal-to-noise study's 256k effects needed 2-3 to stand out), whole-seed
+  bootstrap 200, floors 0.2/m, caps 4 epochs; the target N3 = 4.1M = 8 N2.
+- All five methods in one experiment with the same search compute (`methods_settings`: RegMix's run
+  count is what AutoScale's search costs in runs of N2; DML takes RegMix's first 4m + 4 runs;
+  DoReMi a reference and a proxy run at N2; the mixture law 4m + 4 mixtures at N1, sqrt(N1 N2), N2).
+- Validation at N3 with seeds 100, 101, 102 of every method's mixture beside uniform, natural,
+  LLaMA-style, AutoScale's N2 DDO optimum reused as is, and the oracle (the headroom study's plain
+  fit of DDO run at N3).
+- Held-out budget: DDO at sqrt(N1 N2) = 256k with seeds 0-2 against the law's interpolation there.
+
+Figures: the oracle's gain over uniform (the headroom) first; then per method its gain over uniform
+and over the reused DDO optimum (1 - objective(method, s) / objective(baseline, s) per seed, mean
+and t 95% interval over the 3 seeds), its fraction of the oracle's gain, its search compute as a
+multiple of one target run, and AutoScale's gain over it; the held-out L1 of AutoScale's law.
+
+Writes bench/results/record_v2.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import headroom
+from _common import bench_command, machine, write_section
+
+from autoscale.experiment.folder import ExperimentFolder
+from autoscale.gain import Gain, paired_gain
+from autoscale.recipes.bench import BenchPlan, _finals_and_curves, _held_out
+from autoscale.recipes.demo import _BYTES_L2, _TRAIN, DEMO_DOMAINS, DemoPlan, demo_config, write_config
+from autoscale.recipes.methods_bench import COMPARED, _reuse_runs, methods_settings
+from autoscale.report.results import format_tokens
+
+RESULTS = Path(__file__).resolve().parent / "results" / "record_v2.md"
+PLAN = DemoPlan(
+    name="record-v2", domains=DEMO_DOMAINS, budgets=(128_000, 512_000), target=headroom.TARGET, model=_BYTES_L2,
+    train=_TRAIN, eval={"points": 8, "max_tokens": None}, val_tokens=headroom.VAL_TOKENS, replicates=3,
+    seeds=headroom.VALIDATION_SEEDS, bootstrap=200, workers=2, max_epochs=headroom.MAX_EPOCHS,
+)
+GOAL = ("the oracle's headroom over uniform is distinguishable from zero; AutoScale beats uniform with a 95% "
+        "interval above zero and reaches at least 75% of the oracle's gain; AutoScale is compared with the reused "
+        "DDO optimum (the paper's claim that the optimum moves with scale) and with each other method.")
+
+
+def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) -> dict[str, Any]:
+    """Run (or resume) the record in ``out`` and return what the report needs."""
+    from autoscale.experiment.pipeline import run_experiment
+
+    started = time.perf_counter()
+    rows = headroom.study(headroom_dir, say, train=False)
+    chosen = headroom.choose(rows)
+    if chosen is None:
+        raise SystemExit("the headroom study has not chosen the objective yet: run bench/headroom.py first")
+    plan = dataclasses.replace(plan, objective=chosen["weights"])
+    corpus = headroom_dir / "corpus" / chosen["corpus"]
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"record v2: objective {chosen['objective']} on the {chosen['corpus']} corpus")
+
+    def experiment(name: str, config: dict[str, Any]):
+        loaded = write_config(out, f"{name}.yaml", config)
+        return run_experiment(loaded, None) if train else None
+
+    config = demo_config(plan, corpus, plan.domains, output="record", seed=0, mixtures={"oracle": chosen["oracle"]})
+    config |= methods_settings(BenchPlan(proxy=plan))
+    config["target"]["compare"] = list(COMPARED)
+    experiment("record", config)
+    mid = float(round(math.sqrt(plan.budgets[0] * plan.budgets[1])))
+    record, held = ExperimentFolder(out / "record"), ExperimentFolder(out / "heldout")
+    if train:
+        _reuse_runs(record, held, say)  # its N1 runs are the record's
+    experiment("heldout", demo_config(plan, corpus, plan.domains, output="heldout", seed=0,
+                                      budgets=(plan.budgets[0], mid), validate=False))
+    return {"plan": plan, "chosen": chosen, "rows": rows, "summary": record.read_json(record.summary),
+            "validation": record.read_json(record.validation),
+            "held_out": _held_out(out / "record", out / "heldout", plan.budgets, mid),
+            "wall_time_s": time.perf_counter() - started, "directory": out}
+
+
+def _ci(g: Gain | None) -> str:
+    if g is None:
+        return "-"
+    ci = "" if g.interval is None else f" [{g.interval[0]:+.1%}, {g.interval[1]:+.1%}]"
+    return f"{g.mean:+.1%}{ci} {g.verdict}"
+
+
+def report(r: dict[str, Any], command: str) -> str:
+    plan, chosen, summary, held = r["plan"], r["chosen"], r["summary"], r["held_out"]
+    finals, _ = _finals_and_curves(r["validation"])
+    methods = summary.get("methods") or {}
+    domains = list(summary["domains"])
+    n1, n2, n3 = (format_tokens(b) for b in (*plan.budgets, plan.target))
+
+    def gain(of: str, over: str) -> Gain | None:
+        return paired_gain(over, finals.get(of, {}), finals.get(over, {}))
+
+    oracle = gain("oracle", "uniform")
+    auto = methods["autoscale"]["mixture"]
+    lines = [
+        "## Every method on 7 domains, target 8x past the search (benchmark of record, version 2)", "",
+        f"Command: `{command}` (after `.venv/bin/python bench/headroom.py`, which it reads).  ",
+        f"Machine: {machine('torch')}.  ",
+        f"Date: {datetime.date.today().isoformat()}; wall time of this invocation {r['wall_time_s'] / 60:.1f} min "
+        f"(finished runs in `{r['directory']}` are reused, not retrained).", "",
+        f"**Goal, stated before the run:** {GOAL}", "",
+        f"**Design** (`bench/record_v2.py` docstring, fixed before any run): the demo corpus's "
+        f"{chosen['corpus']} corpus, {len(domains)} domains; objective.weights "
+        f"{ {d: w for d, w in chosen['weights'].items()} } (chosen by the headroom study's rule, "
+        f"`bench/headroom.py`); proxy bytes L2 d64; AutoScale's noise-aware DDO at {n1} and {n2} tokens, "
+        f"{plan.replicates} coupled replicates; target {n3} = {plan.target / plan.budgets[1]:g} x N2; all five "
+        f"methods with the same search compute; validation seeds {', '.join(map(str, plan.seeds))} for every "
+        "mixture; gains 1 - objective(of) / objective(over) per seed, mean and t 95% interval over the seeds.", "",
+        "### 1. Headroom: the oracle over uniform at the target", "",
+        f"- In this record's validation: **{_ci(oracle)}** (per seed: oracle "
+        + ", ".join(f"{v:.3f}" for _, v in sorted(finals.get('oracle', {}).items())) + "; uniform "
+        + ", ".join(f"{v:.3f}" for _, v in sorted(finals.get('uniform', {}).items())) + ").",
+        f"- In the headroom study (its own runs of the same mixtures and seeds): {_ci(chosen['gain'])}.", "",
+        "### 2. Each method at the target", "",
+        "| method | search runs | search tokens | x one target run | objective per seed | gain over uniform | "
+        f"over DDO {n2} reused | fraction of the oracle's gain | AutoScale's gain over it |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in methods.items():
+        mix = e["mixture"]
+        over_u = gain(mix, "uniform")
+        frac = "-" if over_u is None or oracle is None or oracle.mean <= 0 else f"{over_u.mean / oracle.mean:.0%}"
+        per_seed = ", ".join(f"{v:.3f}" for _, v in sorted(finals.get(mix, {}).items()))
+        lines.append(f"| {name} | {e['search_runs']} | {format_tokens(e['search_tokens'])} | "
+                     f"{e['search_vs_target']:.1f} | {per_seed} | {_ci(over_u)} | {_ci(gain(mix, 'ddo'))} | {frac} | "
+                     f"{'-' if mix == auto else _ci(gain(auto, mix))} |")
+    lines += ["", "Baselines' objective per seed: " + "; ".join(
+        f"{b} " + ", ".join(f"{v:.3f}" for _, v in sorted(finals.get(b, {}).items()))
+        for b in ("uniform", "natural", "llama-style", "ddo", "oracle")) + ".", ""]
+    held_ci = "" if held.interval is None else f" (95% bootstrap interval {held.interval[0]:.3f} to {held.interval[1]:.3f})"
+    compute = summary.get("search_compute") or {}
+    lines += [
+        "### 3. Held-out budget and compute", "",
+        f"- AutoScale's law at {format_tokens(held.budget)} tokens (from its {n1} and {n2} optima) against DDO run "
+        f"there: **L1 {held.l1:.3f}**{held_ci}.",
+        f"- Search compute trained for all five methods: {format_tokens(compute.get('trained_tokens', 0))} tokens "
+        f"({compute.get('trained_tokens', 0) / plan.target:.1f} target runs; charged per method as in the table, "
+        f"shared runs to each); validation {len(finals)} mixtures x {len(plan.seeds)} seeds x {n3}; the headroom "
+        f"study {2 * (2 * len(domains) + 1)} oracle runs of {n3} per corpus it measured, plus its validation.", "",
+        "### 4. Mixtures at the target (weights)", "",
+        "| mixture | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains),
+    ]
+    for name, mixture in (r["validation"].get("mixtures") or {}).items():
+        lines.append(f"| {name} | " + " | ".join(f"{mixture['weights'][d]:.3f}" for d in domains) + " |")
+    lines.append(f"| law at {format_tokens(held.budget)} | " + " | ".join(f"{held.predicted[d]:.3f}" for d in domains)
+                 + " |")
+    lines.append(f"| DDO at {format_tokens(held.budget)} | " + " | ".join(f"{held.measured[d]:.3f}" for d in domains)
+                 + " |")
+    lines += ["", "### Reading (generated from the numbers above)", ""] + [f"- {x}" for x in reading(finals, methods, oracle)]
+    return "\n".join(lines) + "\n"
+
+
+def reading(finals, methods, oracle: Gain | None) -> list[str]:
+    """The goal, line by line, as the numbers say."""
+    auto = methods["autoscale"]["mixture"]
+    over_u = paired_gain("uniform", finals.get(auto, {}), finals.get("uniform", {}))
+    out = [f"Headroom: the oracle's gain over uniform is {_ci(oracle)}: "
+           + ("distinguishable from zero." if oracle is not None and oracle.verdict == "win" else
+              "not distinguishable from zero as a win.")]
+    frac = None if over_u is None or oracle is None or oracle.mean <= 0 else over_u.mean / oracle.mean
+    out.append(f"AutoScale over uniform: {_ci(over_u)}; "
+               + ("no fraction of the oracle's gain (the oracle does not gain)." if frac is None else
+                  f"{frac:.0%} of the oracle's gain (goal 75%)."))
+    met = (oracle is not None and oracle.verdict == "win" and over_u is not None and over_u.verdict == "win"
+           and frac is not None and frac >= 0.75)
+    out.append("Goal met." if met else "Goal not met.")
+    ddo = paired_gain("ddo", finals.get(auto, {}), finals.get("ddo", {}))
+    out.append(f"AutoScale over its own reused DDO optimum: {_ci(ddo)}.")
+    for name, e in methods.items():
+        if e["mixture"] != auto:
+            out.append(f"AutoScale over {name}: {_ci(paired_gain(name, finals.get(auto, {}), finals.get(e['mixture'], {})))}.")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default=str(Path.home() / "autoscale-record-v2"), help="workspace (resumable)")
+    parser.add_argument("--headroom-dir", default=str(Path.home() / "autoscale-headroom"))
+    parser.add_argument("--report-only", action="store_true", help="train nothing: tabulate a finished record")
+    args = parser.parse_args()
+    result = run(Path(args.dir).expanduser().resolve(), Path(args.headroom_dir).expanduser().resolve(), PLAN,
+                 lambda msg: print(msg, flush=True), train=not args.report_only)
+    write_section(RESULTS, report(result, bench_command("bench/record_v2.py")))
+
+
+if __name__ == "__main__":
+    main()
