@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from autoscale.ddo.runs import RunsTable
-from autoscale.experiment.runstore import STORE_FILE, RunStore, experiment_status
+from autoscale.experiment.runstore import STORE_FILE, RunStore
+from autoscale.experiment.status import experiment_status
 from cli_helpers import run_cli
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"

@@ -13,9 +13,9 @@ from autoscale.experiment.runstore import (
     RunSpec,
     RunStore,
     experiment_lock,
-    experiment_status,
     lock_holder,
 )
+from autoscale.experiment.status import experiment_status
 
 SPEC = RunSpec("manifest-abc", {"kind": "autoscale", "proxy": {"lr": 0.01}}, (("web", 4000), ("code", 800)), 0)
 

@@ -17,7 +17,8 @@ import yaml
 
 from autoscale.atomic import atomic_dir, atomic_open, remove_leftovers, write_text_atomic
 from autoscale.data import prepare_store
-from autoscale.experiment.runstore import STORE_FILE, RunSpec, RunStore, experiment_status
+from autoscale.experiment.runstore import STORE_FILE, RunSpec, RunStore
+from autoscale.experiment.status import experiment_status
 from autoscale.train.metrics import RunMetrics, write_metrics
 from cli_helpers import run_cli
 

@@ -267,7 +267,7 @@ def _advice_table(ddo: list[dict[str, Any]]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(directory: str, as_json: bool) -> None:
     """Show what the experiment in DIRECTORY has done, is running, and what failed."""
-    from autoscale.experiment.runstore import experiment_status
+    from autoscale.experiment.status import experiment_status
 
     info = experiment_status(Path(directory))
     if as_json:

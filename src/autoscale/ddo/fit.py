@@ -322,15 +322,15 @@ class _Problem:
         return Allocation(n, at_floor, at_cap, lam, value)
 
 
-def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem, replicates: int, seed: int,
+def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem, resamples: int, seed: int,
                warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Weights ``[draws, m]`` and predicted gains ``[draws]`` of bootstrap refits.
 
     With seeds: resample whole seeds (positions in the sorted seed list, so equal replicate counts
     draw the same seeds at every budget). Without: resample the runs of each design point.
     """
-    if replicates < 0:
-        raise AutoscaleError(f"bootstrap must be a number of resamples >= 0, got {replicates}")
+    if resamples < 0:
+        raise AutoscaleError(f"bootstrap must be a number of resamples >= 0, got {resamples}")
     if all(g.size == 1 for g in design.groups):
         raise AutoscaleError(
             "bootstrap needs replicate runs (rows with the same tokens, e.g. other seeds); every design point has one run"
@@ -342,7 +342,7 @@ def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem
         by_seed = [np.flatnonzero(seeds == v) for v in values]
     weights, gains, failed = [], [], 0
     base = np.full(len(fits), problem.held_n)  # the base mixture at this budget
-    for _ in range(replicates):
+    for _ in range(resamples):
         if by_seed is not None:
             rows = np.concatenate([by_seed[k] for k in rng.integers(0, len(by_seed), size=len(by_seed))])
         else:
@@ -359,10 +359,10 @@ def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem
         tokens = alloc.n * problem.cost
         weights.append(tokens / tokens.sum())
         gains.append(1.0 - _model_value(refit, alloc.n) / _model_value(refit, base))
-    if failed == replicates:
+    if failed == resamples:
         raise AutoscaleError("bootstrap: every resample failed to fit")
     if failed:
-        warnings.append(f"bootstrap: {failed} of {replicates} resamples failed to fit and were skipped")
+        warnings.append(f"bootstrap: {failed} of {resamples} resamples failed to fit and were skipped")
     single = sum(g.size == 1 for g in design.groups)
     if single and by_seed is None:
         warnings.append(f"bootstrap: {single} of {len(design.groups)} design points have a single run and stay fixed")
