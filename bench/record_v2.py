@@ -20,6 +20,14 @@ Design (fixed on 2026-12-02 before any run of it, and before the headroom it dep
   fit of DDO run at N3).
 - Held-out budget: DDO at sqrt(N1 N2) = 256k with seeds 0-2 against the law's interpolation there.
 
+Measured before any method ran (by hand, 2026-12-02, small-targets store, seed 0, 1 thread; the
+web-code-qa objective): near N2 the proxy's learning curve drops steeply. Uniform mixtures of
+453k, 519k and 580k tokens reached 16.20, 16.16 and 13.69; at 512k the DDO base reached 15.94 while
+its web x0.2 and news x0.2 runs (453k tokens each) reached 15.02 and 15.08, better than the base
+and than uniform at 453k. So at N2 a small change of a run moves its final loss by more than the
+mixture does, which the replicates and the noise-aware fit must absorb. The design was left as it
+was fixed (the demo's budgets); the record reports what comes out.
+
 Figures: the oracle's gain over uniform (the headroom) first; then per method its gain over uniform
 and over the reused DDO optimum (1 - objective(method, s) / objective(baseline, s) per seed, mean
 and t 95% interval over the 3 seeds), its fraction of the oracle's gain, its search compute as a

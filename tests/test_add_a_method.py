@@ -3,7 +3,7 @@
 The example is imported from its file as a user's own module would be, registered, and run through
 `autoscale run` on the simulated world (the command executor with its stand-in trainer): its runs
 are trained, its artefacts written, its mixture validated beside uniform, and the report and status
-read the folder. The registry is restored afterwards.
+read the folder without the method registered. The registry is restored afterwards.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def best_of():
     spec.loader.exec_module(module)
     method = register(module.BestOf())
     yield method
-    del METHODS[method.name], sys.modules[spec.name]
+    METHODS.pop(method.name, None)
+    del sys.modules[spec.name]
 
 
 def test_the_documented_method_runs_end_to_end(best_of, tmp_path):
@@ -51,7 +52,9 @@ def test_the_documented_method_runs_end_to_end(best_of, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"]["best-of"]["search_runs"] == 6
     assert record["best_run"].startswith("mix ")
+    METHODS.pop(best_of.name)  # `autoscale report` and `status` in a new process do not know it
     assert run_cli("report", str(out)) == 0 and run_cli("status", str(out)) == 0
+    assert "best-of" in (out / "report" / "report.html").read_text()
 
 
 def test_a_method_whose_name_is_taken_is_refused(best_of):
