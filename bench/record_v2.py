@@ -127,9 +127,9 @@ def report(r: dict[str, Any], command: str) -> str:
         f"Date: {datetime.date.today().isoformat()}; wall time of this invocation {r['wall_time_s'] / 60:.1f} min "
         f"(finished runs in `{r['directory']}` are reused, not retrained).", "",
         f"**Goal, stated before the run:** {GOAL}", "",
-        f"**Design** (`bench/record_v2.py` docstring, fixed before any run): the demo corpus's "
-        f"{chosen['corpus']} corpus, {len(domains)} domains; objective.weights "
-        f"{ {d: w for d, w in chosen['weights'].items()} } (chosen by the headroom study's rule, "
+        f"**Design** (`bench/record_v2.py` docstring, fixed before any run): the demo corpus "
+        f"({chosen['corpus']}: `bench/headroom.py`), {len(domains)} domains; objective.weights "
+        + ", ".join(f"{d} {w:g}" for d, w in chosen["weights"].items()) + " (chosen by the headroom study's rule, "
         f"`bench/headroom.py`); proxy bytes L2 d64; AutoScale's noise-aware DDO at {n1} and {n2} tokens, "
         f"{plan.replicates} coupled replicates; target {n3} = {plan.target / plan.budgets[1]:g} x N2; all five "
         f"methods with the same search compute; validation seeds {', '.join(map(str, plan.seeds))} for every "
