@@ -24,8 +24,10 @@ Measured before any method ran (by hand, 2026-12-02, small-targets store, seed 0
 web-code-qa objective): near N2 the proxy's learning curve drops steeply. Uniform mixtures of
 453k, 519k and 580k tokens reached 16.20, 16.16 and 13.69; at 512k the DDO base reached 15.94 while
 its web x0.2 and news x0.2 runs (453k tokens each) reached 15.02 and 15.08, better than the base
-and than uniform at 453k. So at N2 a small change of a run moves its final loss by more than the
-mixture does, which the replicates and the noise-aware fit must absorb. The design was left as it
+and than uniform at 453k; with seed 1 the base reached 13.86 and web x0.2 14.58 (the expected
+order), and the shuffled sampler gave base 16.51 / 14.37 for seeds 0 / 1. So at N2 one run's
+final loss swings by ~13% between seeds, more than a perturbation moves it, which the replicates
+and the noise-aware fit must absorb. The design was left as it
 was fixed (the demo's budgets); the record reports what comes out.
 
 Figures: the oracle's gain over uniform (the headroom) first; then per method its gain over uniform
