@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -61,7 +60,7 @@ from autoscale.data.demo import default_data_dir, fetch_demo
 from autoscale.ddo.fit import fit_ddo
 from autoscale.ddo.plan import plan_ddo
 from autoscale.ddo.runs import RunsTable
-from autoscale.gain import Gain, paired_gain
+from autoscale.gain import paired_gain
 from autoscale.recipes.demo import slice_corpus
 from autoscale.train import ProxyConfig, train_run
 
@@ -208,13 +207,6 @@ def choose(rows: list[dict]) -> dict | None:
     return max(plain.values(), key=lambda r: r["gain"].interval[0] if r["gain"].interval else r["gain"].mean)
 
 
-def as_json(row: dict) -> dict:
-    g: Gain = row["gain"]
-    return {**{k: v for k, v in row.items() if k != "gain"},
-            "gain": {"mean": g.mean, "interval": list(g.interval) if g.interval else None, "verdict": g.verdict,
-                     "seeds": g.seeds}}
-
-
 def report(rows: list[dict], command: str, elapsed: float) -> str:
     lines = [
         "## Headroom at the target (`bench/headroom.py`)", "",
@@ -255,7 +247,6 @@ def main() -> None:
     rows = study(out, say, corpora=("small-targets",), train=not args.report_only)
     if choose(rows) is None:  # the first candidate is not enough: measure the full corpus too
         rows = study(out, say, train=not args.report_only)
-    (out / "headroom.json").write_text(json.dumps([as_json(r) for r in rows], indent=1))
     write_section(RESULTS, report(rows, bench_command("bench/headroom.py"), time.perf_counter() - started))
 
 

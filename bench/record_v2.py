@@ -104,10 +104,7 @@ def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) 
 
 
 def _ci(g: Gain | None) -> str:
-    if g is None:
-        return "-"
-    ci = "" if g.interval is None else f" [{g.interval[0]:+.1%}, {g.interval[1]:+.1%}]"
-    return f"{g.mean:+.1%}{ci} {g.verdict}"
+    return "-" if g is None else g.describe()
 
 
 def report(r: dict[str, Any], command: str) -> str:
