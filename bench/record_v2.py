@@ -74,7 +74,9 @@ def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) 
     from autoscale.experiment.pipeline import run_experiment
 
     started = time.perf_counter()
-    rows = headroom.study(headroom_dir, say, train=False)
+    # without the small-targets store, the study ran with --corpora full (its carried rows)
+    carried = not (headroom_dir / "store-small-targets").exists()
+    rows = headroom.measured(headroom_dir, say, "full" if carried else "all", train=False)
     chosen = headroom.choose(rows)
     if chosen is None:
         raise SystemExit("the headroom study has not chosen the objective yet: run bench/headroom.py first")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoscale.doremi import excess_losses, update_weights
+from autoscale.laws.doremi import excess_losses, update_weights
 from autoscale.train import read_metrics
 from autoscale.train.checkpoint import CHECKPOINT, load_checkpoint
 from train_fixtures import DOMAINS, tiny_config, uniform

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoscale.errors import AutoscaleError
-from autoscale.regmix import (
+from autoscale.laws.regmix import (
     best_mixture,
     default_runs,
     fit_regressor,

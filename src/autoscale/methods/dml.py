@@ -2,7 +2,7 @@
 
 Stage ``dml <budget>``: K random mixtures (`autoscale.methods.random_search`; with RegMix's settings
 the same first K mixtures, trained once) at ``dml.budget`` tokens. Then per validation domain
-L_j(r) = c_j + k_j exp(t_j . r) on the validation loss (`autoscale.mixing_laws`, gauge t_jm = 0 so the
+L_j(r) = c_j + k_j exp(t_j . r) on the validation loss (`autoscale.laws.data_mixing`, gauge t_jm = 0 so the
 fit is identifiable; a perplexity objective is the mean of exp(L_j)), and the objective's optimum
 over the simplex within the floors and caps.
 
@@ -35,7 +35,7 @@ class DataMixingLaws(rs.RandomSearch):
     Settings = DMLSettings
 
     def least_runs(self, m: int) -> int:
-        from autoscale.mixing_laws import min_runs
+        from autoscale.laws.data_mixing import min_runs
 
         return min_runs(m)
 
@@ -43,7 +43,7 @@ class DataMixingLaws(rs.RandomSearch):
         return 4 * m + 4
 
     def result(self, settings: DMLSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
-        from autoscale.mixing_laws import fit_mixing_law, optimal_proportions
+        from autoscale.laws.data_mixing import fit_mixing_law, optimal_proportions
 
         (stage,) = self.stages(settings, ctx)
         weights, objective, evals, _ = rs.weights_and_objective(ctx, runs[stage.name])

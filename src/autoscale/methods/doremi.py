@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from autoscale.doremi import ETA, SMOOTHING
+from autoscale.laws.doremi import ETA, SMOOTHING
 from autoscale.errors import AutoscaleError
 from autoscale.methods import random_search as rs
 from autoscale.methods.base import (
@@ -84,7 +84,7 @@ class DoReMi(Method):
         return ()
 
     def result(self, settings: DoReMiSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
-        from autoscale.mixing_laws import project
+        from autoscale.laws.data_mixing import project
 
         (stage,) = self.stages(settings, ctx)
         (run,) = runs[stage.name]

@@ -3,7 +3,7 @@
 Stages ``mixture-law <budget>`` for each of ``mixture_law.budgets`` (3 or more, spanning 4x or
 more): the same K random mixtures (`autoscale.methods.random_search`, so at RegMix's budget and
 seed they are RegMix's first K runs, trained once) at every budget. Then the joint law
-L_T(D, h) per validation domain (`autoscale.mixture_law`) fitted on every run's validation loss,
+L_T(D, h) per validation domain (`autoscale.laws.optimal_mixture`) fitted on every run's validation loss,
 and its objective minimised at the target budget within the floors and caps: the law, not a rule
 of thumb, carries the mixture to the target. The record keeps the fitted parameters, so the law's
 loss predictions can be checked against runs at any other budget (the methods benchmark does so
@@ -75,7 +75,7 @@ class MixtureLawMethod(rs.RandomSearch):
                 for stage in rs.RandomSearch.stages(self, settings.model_copy(update={"budget": float(b)}), ctx)]
 
     def result(self, settings: MixtureLawSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
-        from autoscale.mixture_law import fit_mixture_law, optimal_weights
+        from autoscale.laws.optimal_mixture import fit_mixture_law, optimal_weights
 
         stages = self.stages(settings, ctx)
         done = [r for s in stages for r in runs[s.name]]

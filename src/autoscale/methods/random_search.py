@@ -1,6 +1,6 @@
 """What RegMix and Data Mixing Laws share: K random mixtures trained at one small budget.
 
-The mixtures are drawn as RegMix draws them (`autoscale.regmix.sample_mixtures`: Dirichlet around
+The mixtures are drawn as RegMix draws them (`autoscale.laws.regmix.sample_mixtures`: Dirichlet around
 the tempered token distribution with a random strength, near-duplicates rejected, tiny weights set
 to 0), all with the experiment's seed, so the two methods' designs coincide where their settings
 do: the first K mixtures of one are the K of the other, and those runs are trained once.
@@ -64,7 +64,7 @@ def bounds(settings: RandomSearchSettings, ctx: Context, budget: float) -> tuple
 
 def sampled(settings: RandomSearchSettings, ctx: Context, runs: int) -> np.ndarray:
     """``[runs, m]`` search mixtures (caps at the search budget respected)."""
-    from autoscale.regmix import sample_mixtures
+    from autoscale.laws.regmix import sample_mixtures
 
     _, hi = bounds(settings.model_copy(update={"floor": 0.0}), ctx, settings.budget)
     return sample_mixtures(prior(settings, ctx), runs, ctx.seed, temperature=settings.temperature,

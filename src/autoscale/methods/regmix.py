@@ -2,9 +2,9 @@
 
 Stage ``regmix <budget>``: K mixtures drawn around the token distribution
 (`autoscale.methods.random_search`), each trained once at ``regmix.budget`` tokens. Then a LightGBM
-regressor from weights to the objective (`autoscale.regmix.fit_regressor`), its predictions on
+regressor from weights to the objective (`autoscale.laws.regmix.fit_regressor`), its predictions on
 ``candidates`` random mixtures drawn around the same prior with the same temperature, inside the
-floors and caps (`autoscale.regmix.sample_within`: works at any m), and the mean of the
+floors and caps (`autoscale.laws.regmix.sample_within`: works at any m), and the mean of the
 ``top_k`` best is the mixture, used as is at the target (RegMix's assumption: the ranking of
 mixtures holds across scale). The regressor is fitted on the loss (log of a perplexity objective),
 as RegMix regresses the validation loss; its leaf size and rounds are chosen by 5-fold
@@ -43,17 +43,17 @@ class RegMix(rs.RandomSearch):
     Settings = RegMixSettings
 
     def least_runs(self, m: int) -> int:
-        from autoscale.regmix import min_runs
+        from autoscale.laws.regmix import min_runs
 
         return min_runs(m)
 
     def default_runs(self, m: int) -> int:
-        from autoscale.regmix import default_runs
+        from autoscale.laws.regmix import default_runs
 
         return default_runs(m)
 
     def result(self, settings: RegMixSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
-        from autoscale.regmix import best_mixture, fit_regressor
+        from autoscale.laws.regmix import best_mixture, fit_regressor
 
         (stage,) = self.stages(settings, ctx)
         weights, objective, _, _ = rs.weights_and_objective(ctx, runs[stage.name])

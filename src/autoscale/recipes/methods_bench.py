@@ -230,7 +230,7 @@ def held_out_error(record: Mapping[str, Any], validation: Mapping[str, Any]) -> 
     (mean relative error over mixtures and validation domains, number of mixtures)."""
     import numpy as np
 
-    from autoscale.mixture_law import MixtureLaw
+    from autoscale.laws.optimal_mixture import MixtureLaw
 
     law = record.get("law") or {}
     domains = list(law.get("domains") or [])

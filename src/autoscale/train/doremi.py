@@ -1,5 +1,5 @@
 """DoReMi's training mode (Xie et al., arXiv 2305.10429): a proxy trained by group DRO against a
-reference model, learning domain weights as it goes (the update itself: `autoscale.doremi`).
+reference model, learning domain weights as it goes (the update itself: `autoscale.laws.doremi`).
 
 `train_run(..., mode={"kind": "doremi", ...})` runs it in two phases in one run folder, each
 resumable from its own checkpoint:
@@ -7,7 +7,7 @@ resumable from its own checkpoint:
 1. the reference: an ordinary run on the base mixture in ``RUN_DIR/reference`` (its final weights
    kept in its checkpoint);
 2. the proxy: a fresh model on batches of the same base mixture. Each step computes the token losses
-   of the proxy and of the frozen reference on the batch, updates alpha (`autoscale.doremi`) and
+   of the proxy and of the frozen reference on the batch, updates alpha (`autoscale.laws.doremi`) and
    minimises sum_i alpha_i x (the proxy's mean token loss on domain i's tokens in the batch).
    alpha and its whole history live in the checkpoint, so a killed run resumes to the same weights.
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoscale.doremi import ETA, SMOOTHING, excess_losses, update_weights
+from autoscale.laws.doremi import ETA, SMOOTHING, excess_losses, update_weights
 from autoscale.errors import AutoscaleError
 from autoscale.train.models import IGNORE
 

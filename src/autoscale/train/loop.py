@@ -203,176 +203,219 @@ def _train(
     rt: Runtime,
     doremi: Mapping[str, float] | None = None,
 ) -> RunMetrics:
-    started = time.perf_counter()
-    mcfg, tcfg, ecfg = config.model, config.train, config.eval
-    seq_len, vocab = mcfg.seq_len, int(store.vocab_size)
-    objective = hf_objective(mcfg)
-    eval_domains = ecfg.domains or store.domains
+    """One run in four steps: size it, return it if it already finished, build (or restore) its
+    state, train to the end, write its metrics."""
+    run = _Run(store, tokens, config, run_dir, rt, doremi)
+    done = run.finished()
+    if done is not None:
+        return done
+    run.build()
+    run.restore()
+    run.train(progress)
+    return run.write()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sampler = MixtureSampler(store, tokens, seq_len, tcfg.seed, max_epochs=tcfg.max_epochs, order=tcfg.sampler)
-    notes = [str(w.message) for w in caught]
-    n_seq = len(sampler)
-    micro = tcfg.batch_size
-    G = micro * tcfg.grad_accum * rt.world
-    if n_seq < G:
-        raise AutoscaleError(
-            f"budget of {sum(tokens.values()):.0f} tokens is smaller than one batch: {n_seq} sequences of "
-            f"{seq_len} tokens < {G} (batch_size {micro} x grad_accum {tcfg.grad_accum} x {rt.world} processes)"
-        )
-    total = math.ceil(n_seq / G)
-    evals_at = eval_steps(total, ecfg.points)
-    fingerprint = run_fingerprint(config, tokens, store.manifest_hash, G)
-    if doremi is not None:  # the same data and model, another computation
-        fingerprint = hashlib.sha256(json.dumps([fingerprint, "doremi", dict(doremi)]).encode()).hexdigest()[:16]
 
-    metrics_path, ckpt_path = run_dir / METRICS, run_dir / CHECKPOINT
-    if metrics_path.exists():
-        done = read_metrics(metrics_path)
-        if done.extra.get("fingerprint") == fingerprint:
+class _Run:
+    """The state of one run between its steps (`_train`): sizing, model and optimizer, progress."""
+
+    def __init__(self, store: TokenStore, tokens: dict[str, float], config: ProxyConfig, run_dir: Path,
+                 rt: Runtime, doremi: Mapping[str, float] | None) -> None:
+        """Size the run: the sampler, the global batch G, the number of steps, the fingerprint."""
+        self.started = time.perf_counter()
+        self.store, self.tokens, self.config, self.rt, self.doremi = store, tokens, config, rt, doremi
+        mcfg, tcfg = config.model, config.train
+        self.seq_len, self.vocab, self.objective = mcfg.seq_len, int(store.vocab_size), hf_objective(mcfg)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.sampler = MixtureSampler(store, tokens, self.seq_len, tcfg.seed, max_epochs=tcfg.max_epochs,
+                                          order=tcfg.sampler)
+        self.notes = [str(w.message) for w in caught]
+        self.n_seq = len(self.sampler)
+        self.G = tcfg.batch_size * tcfg.grad_accum * rt.world
+        if self.n_seq < self.G:
+            raise AutoscaleError(
+                f"budget of {sum(tokens.values()):.0f} tokens is smaller than one batch: {self.n_seq} sequences "
+                f"of {self.seq_len} tokens < {self.G} (batch_size {tcfg.batch_size} x grad_accum "
+                f"{tcfg.grad_accum} x {rt.world} processes)"
+            )
+        self.total = math.ceil(self.n_seq / self.G)
+        self.evals_at = eval_steps(self.total, config.eval.points)
+        fingerprint = run_fingerprint(config, tokens, store.manifest_hash, self.G)
+        if doremi is not None:  # the same data and model, another computation
+            fingerprint = hashlib.sha256(json.dumps([fingerprint, "doremi", dict(doremi)]).encode()).hexdigest()[:16]
+        self.fingerprint = fingerprint
+        self.metrics_path, self.ckpt_path = run_dir / METRICS, run_dir / CHECKPOINT
+        # Progress; replaced wholesale by a checkpoint when resuming.
+        self.step, self.curve, self.window, self.train_time, self.wall_before = 0, [], [0.0, 0], 0.0, 0.0
+        self.diverged_at: int | None = None
+
+    def finished(self) -> RunMetrics | None:
+        """The metrics of this very run when it already finished in this folder."""
+        if not self.metrics_path.exists():
+            return None
+        done = read_metrics(self.metrics_path)
+        if done.extra.get("fingerprint") == self.fingerprint:
             return done
-        raise AutoscaleError(f"{run_dir} already holds the metrics of a different run; use another output folder")
+        raise AutoscaleError(f"{self.metrics_path.parent} already holds the metrics of a different run; "
+                             "use another output folder")
 
-    # Seed before building the model: the initial weights are part of the run's definition.
-    torch.manual_seed(tcfg.seed)
-    np.random.seed(tcfg.seed % 2**32)
-    random.seed(tcfg.seed)
-    raw = build_model(mcfg, vocab).to(rt.device)
-    n_params = count_params(raw)
-    optimizer = make_optimizer(raw, tcfg, rt.device)
-    model: torch.nn.Module = torch.compile(raw) if tcfg.compile else raw
-    if rt.world > 1:
-        ddp_kwargs = {"device_ids": [rt.device.index]} if rt.device.type == "cuda" else {}
-        model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
-
-    dro = None
-    if doremi is not None:
-        from autoscale.train.doremi import REFERENCE, DoReMiState, load_reference
-
+    def build(self) -> None:
+        """Model, optimizer, DoReMi's state and the evaluation set, seeded."""
+        mcfg, tcfg, ecfg, rt = self.config.model, self.config.train, self.config.eval, self.rt
+        # Seed before building the model: the initial weights are part of the run's definition.
+        torch.manual_seed(tcfg.seed)
+        np.random.seed(tcfg.seed % 2**32)
+        random.seed(tcfg.seed)
+        self.raw = build_model(mcfg, self.vocab).to(rt.device)
+        self.n_params = count_params(self.raw)
+        self.optimizer = make_optimizer(self.raw, tcfg, rt.device)
+        model: torch.nn.Module = torch.compile(self.raw) if tcfg.compile else self.raw
         if rt.world > 1:
-            raise AutoscaleError("DoReMi trains in one process: run it without torchrun")
-        reference = load_reference(build_model(mcfg, vocab).to(rt.device), run_dir / REFERENCE / CHECKPOINT)
-        dro = DoReMiState(reference, tuple(sampler.domains), **doremi)
-        domain_index = {d: i for i, d in enumerate(dro.domains)}
+            ddp_kwargs = {"device_ids": [rt.device.index]} if rt.device.type == "cuda" else {}
+            model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+        self.model = model
+        self.dro = None
+        if self.doremi is not None:
+            from autoscale.train.doremi import REFERENCE, DoReMiState, load_reference
 
-    eval_set = build_eval_set(
-        {d: list(validation_batches(store, d, seq_len, ecfg.batch_size, ecfg.max_tokens)) for d in eval_domains},
-        objective, vocab, mcfg.mask_prob, ecfg.seed,
-    )
+            if rt.world > 1:
+                raise AutoscaleError("DoReMi trains in one process: run it without torchrun")
+            reference = load_reference(build_model(mcfg, self.vocab).to(rt.device),
+                                       self.metrics_path.parent / REFERENCE / CHECKPOINT)
+            self.dro = DoReMiState(reference, tuple(self.sampler.domains), **self.doremi)
+            self.domain_index = {d: i for i, d in enumerate(self.dro.domains)}
+        self.eval_set = build_eval_set(
+            {d: list(validation_batches(self.store, d, self.seq_len, ecfg.batch_size, ecfg.max_tokens))
+             for d in ecfg.domains or self.store.domains},
+            self.objective, self.vocab, mcfg.mask_prob, ecfg.seed,
+        )
 
-    # Run state; replaced wholesale by a checkpoint when resuming.
-    step, curve, window, train_time, wall_before = 0, [], [0.0, 0], 0.0, 0.0
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        if state.get("fingerprint") != fingerprint:
-            raise AutoscaleError(f"{ckpt_path} belongs to a different run; use another output folder or delete it")
-        raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step, curve, window = state["step"], [_point_from_dict(p) for p in state["curve"]], list(state["window"])
-        train_time, wall_before = state["train_time_s"], state["wall_time_s"]
-        if dro is not None:
-            dro.restore(state["doremi"])
-
-    def tokens_at(s: int) -> int:
-        return min(s * G, n_seq) * seq_len
-
-    def checkpoint() -> None:
-        if rt.rank != 0:
+    def restore(self) -> None:
+        """Continue from this run's checkpoint, when it left one."""
+        state = load_checkpoint(self.ckpt_path)
+        if state is None:
             return
-        save_checkpoint(ckpt_path, {
-            "fingerprint": fingerprint, "step": step, "model": raw.state_dict(),
-            "model_config": mcfg.model_dump(mode="json"), "vocab_size": vocab,  # to rebuild it for evaluation
-            "optimizer": optimizer.state_dict(), "rng": rng_state(),
-            "curve": [_point_to_dict(p) for p in curve], "window": window,
-            "train_time_s": train_time, "wall_time_s": wall_before + time.perf_counter() - started,
-            **({} if dro is None else {"doremi": dro.to_dict()}),
+        if state.get("fingerprint") != self.fingerprint:
+            raise AutoscaleError(f"{self.ckpt_path} belongs to a different run; use another output folder or delete it")
+        self.raw.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step, self.window = state["step"], list(state["window"])
+        self.curve = [_point_from_dict(p) for p in state["curve"]]
+        self.train_time, self.wall_before = state["train_time_s"], state["wall_time_s"]
+        if self.dro is not None:
+            self.dro.restore(state["doremi"])
+
+    def tokens_at(self, step: int) -> int:
+        return min(step * self.G, self.n_seq) * self.seq_len
+
+    def checkpoint(self) -> None:
+        if self.rt.rank != 0:
+            return
+        save_checkpoint(self.ckpt_path, {
+            "fingerprint": self.fingerprint, "step": self.step, "model": self.raw.state_dict(),
+            # to rebuild the model for evaluation
+            "model_config": self.config.model.model_dump(mode="json"), "vocab_size": self.vocab,
+            "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+            "curve": [_point_to_dict(p) for p in self.curve], "window": self.window,
+            "train_time_s": self.train_time, "wall_time_s": self.wall_before + time.perf_counter() - self.started,
+            **({} if self.dro is None else {"doremi": self.dro.to_dict()}),
         })
 
-    def record_eval() -> bool:
+    def record_eval(self) -> bool:
         """Evaluate at the current step; False if the model produced a non-finite loss."""
-        result = evaluate(raw, eval_set, rt.device, rt.autocast, rt.rank, rt.world)
-        train_loss = window[0] / window[1] if window[1] else None
-        curve.append(CurvePoint(step=step, tokens=tokens_at(step), eval=result, train_loss=train_loss))
-        window[:] = [0.0, 0]
+        rt = self.rt
+        result = evaluate(self.raw, self.eval_set, rt.device, rt.autocast, rt.rank, rt.world)
+        train_loss = self.window[0] / self.window[1] if self.window[1] else None
+        self.curve.append(CurvePoint(step=self.step, tokens=self.tokens_at(self.step), eval=result,
+                                     train_loss=train_loss))
+        self.window[:] = [0.0, 0]
         return all(math.isfinite(e.loss) for e in result.values())
 
-    diverged_at: int | None = None
-    if step == 0 and not curve:
-        record_eval()
-    batches = sampler.batches(G, start=step * G)
-    model.train()
-    segment_start, segment_tokens = time.perf_counter(), 0
-    while step < total:
-        t0 = time.perf_counter()
-        seqs = next(batches)
-        lr = lr_at(step, total, tcfg)
-        for group in optimizer.param_groups:
+    def optimizer_step(self, seqs: np.ndarray) -> float:
+        """One step on the global batch ``seqs`` at the schedule's learning rate; its mean token loss."""
+        lr = lr_at(self.step, self.total, self.config.train)
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if dro is None:
-            loss = train_step(model, optimizer, seqs, step, objective, vocab, config, rt)
-        else:
-            from autoscale.train.doremi import doremi_step
+        if self.dro is None:
+            return train_step(self.model, self.optimizer, seqs, self.step, self.objective, self.vocab, self.config,
+                              self.rt)
+        from autoscale.train.doremi import doremi_step
 
-            rng = train_mask_rng(tcfg.seed, step) if objective == "masked" else None
-            inputs, targets = split_sequences(seqs, objective, rng, vocab, config.model.mask_prob)
-            labels = [domain_index[d] for d in sampler.domain_order(step * G, step * G + len(seqs))]
-            with rt.autocast():
-                loss = doremi_step(raw, optimizer, inputs, targets, labels, dro, micro, rt.device, tcfg.clip)
-        train_time += time.perf_counter() - t0
-        step += 1
-        segment_tokens += len(seqs) * seq_len
-        if not math.isfinite(loss):
-            diverged_at = step
-            break
-        window[0] += loss
-        window[1] += 1
-        if step in evals_at:
-            if not record_eval():
-                diverged_at = step
-                break
-            checkpoint()
-        elif tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
-            checkpoint()
-        if progress is not None and rt.rank == 0:
-            rate = segment_tokens / max(time.perf_counter() - segment_start, 1e-9)
-            progress(step, total, tokens_at(step), rate)
+        tcfg = self.config.train
+        rng = train_mask_rng(tcfg.seed, self.step) if self.objective == "masked" else None
+        inputs, targets = split_sequences(seqs, self.objective, rng, self.vocab, self.config.model.mask_prob)
+        start = self.step * self.G
+        labels = [self.domain_index[d] for d in self.sampler.domain_order(start, start + len(seqs))]
+        with self.rt.autocast():
+            return doremi_step(self.raw, self.optimizer, inputs, targets, labels, self.dro, tcfg.batch_size,
+                               self.rt.device, tcfg.clip)
 
-    trained = {d: int(v) for d, v in sampler.tokens_trained.items()}
-    if diverged_at is not None:  # only what was trained before the run stopped
-        seen = Counter(sampler.domain_order(0, min(step * G, n_seq)))
-        trained = {d: seen.get(d, 0) * seq_len for d in trained}
-    status = "completed" if diverged_at is None else "diverged"
-    final = dict(curve[-1].eval) if diverged_at is None else {}
-    finite_curve = tuple(p for p in curve if all(math.isfinite(e.loss) for e in p.eval.values()))
-    metrics = RunMetrics(
-        status=status,
-        final=final,
-        diverged_at_step=diverged_at,
-        curve=finite_curve,
-        tokens_per_domain=trained,
-        mixture=dict(tokens),
-        tokens_per_s=tokens_at(step) / train_time if train_time > 0 else None,
-        params=n_params,
-        wall_time_s=wall_before + time.perf_counter() - started,
-        extra={
-            "fingerprint": fingerprint,
-            "objective": objective,
-            "steps": total,
-            "global_batch_tokens": G * seq_len,
-            "world_size": rt.world,
-            "store": store.manifest_hash,
-            "epochs": {d: float(v) for d, v in sampler.epochs.items()},
-            "warnings": notes,
-            **({} if dro is None else {"doremi": dro.report()}),
-        },
-    )
-    if rt.rank == 0:
-        write_metrics(metrics, metrics_path)
-        if not tcfg.keep_checkpoint:
-            ckpt_path.unlink(missing_ok=True)
-    return metrics
+    def train(self, progress: Progress | None) -> None:
+        """Train to the last step (or the first non-finite loss), evaluating and checkpointing."""
+        if self.step == 0 and not self.curve:
+            self.record_eval()
+        batches = self.sampler.batches(self.G, start=self.step * self.G)
+        self.model.train()
+        segment_start, segment_tokens = time.perf_counter(), 0
+        every = self.config.train.checkpoint_every
+        while self.step < self.total:
+            t0 = time.perf_counter()
+            seqs = next(batches)
+            loss = self.optimizer_step(seqs)
+            self.train_time += time.perf_counter() - t0
+            self.step += 1
+            segment_tokens += len(seqs) * self.seq_len
+            if not math.isfinite(loss):
+                self.diverged_at = self.step
+                return
+            self.window[0] += loss
+            self.window[1] += 1
+            if self.step in self.evals_at:
+                if not self.record_eval():
+                    self.diverged_at = self.step
+                    return
+                self.checkpoint()
+            elif every and self.step % every == 0:
+                self.checkpoint()
+            if progress is not None and self.rt.rank == 0:
+                rate = segment_tokens / max(time.perf_counter() - segment_start, 1e-9)
+                progress(self.step, self.total, self.tokens_at(self.step), rate)
+
+    def write(self) -> RunMetrics:
+        """The run's metrics, written (rank 0) to metrics.json; the checkpoint goes unless kept."""
+        trained = {d: int(v) for d, v in self.sampler.tokens_trained.items()}
+        diverged = self.diverged_at is not None
+        if diverged:  # only what was trained before the run stopped
+            seen = Counter(self.sampler.domain_order(0, min(self.step * self.G, self.n_seq)))
+            trained = {d: seen.get(d, 0) * self.seq_len for d in trained}
+        metrics = RunMetrics(
+            status="diverged" if diverged else "completed",
+            final={} if diverged else dict(self.curve[-1].eval),
+            diverged_at_step=self.diverged_at,
+            curve=tuple(p for p in self.curve if all(math.isfinite(e.loss) for e in p.eval.values())),
+            tokens_per_domain=trained,
+            mixture=dict(self.tokens),
+            tokens_per_s=self.tokens_at(self.step) / self.train_time if self.train_time > 0 else None,
+            params=self.n_params,
+            wall_time_s=self.wall_before + time.perf_counter() - self.started,
+            extra={
+                "fingerprint": self.fingerprint,
+                "objective": self.objective,
+                "steps": self.total,
+                "global_batch_tokens": self.G * self.seq_len,
+                "world_size": self.rt.world,
+                "store": self.store.manifest_hash,
+                "epochs": {d: float(v) for d, v in self.sampler.epochs.items()},
+                "warnings": self.notes,
+                **({} if self.dro is None else {"doremi": self.dro.report()}),
+            },
+        )
+        if self.rt.rank == 0:
+            write_metrics(metrics, self.metrics_path)
+            if not self.config.train.keep_checkpoint:
+                self.ckpt_path.unlink(missing_ok=True)
+        return metrics
 
 
 def train_step(

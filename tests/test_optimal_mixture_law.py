@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoscale.errors import AutoscaleError
-from autoscale.mixture_law import MixtureLaw, fit_mixture_law, optimal_weights
+from autoscale.laws.optimal_mixture import MixtureLaw, fit_mixture_law, optimal_weights
 
 M = 3
 FLOOR = np.full(M, 0.2 / M)

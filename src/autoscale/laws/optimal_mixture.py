@@ -151,7 +151,7 @@ def optimal_weights(law: MixtureLaw, tokens: float, *, lower: Sequence[float] | 
                     upper: Sequence[float] | None = None, weights: Sequence[float] | None = None,
                     metric: str = "loss") -> np.ndarray:
     """The mixture minimising the law's objective after ``tokens`` within ``lower <= h <= upper``."""
-    from autoscale.mixing_laws import minimize_on_simplex
+    from autoscale.laws.data_mixing import minimize_on_simplex
 
     w = None if weights is None else np.asarray(weights, dtype=float)
     return minimize_on_simplex(lambda h: float(law.objective(tokens, h, w, metric)), law.m, lower, upper)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoscale.errors import AutoscaleError
-from autoscale.mixing_laws import MixingLaw, fit_mixing_law, min_runs, optimal_proportions
+from autoscale.laws.data_mixing import MixingLaw, fit_mixing_law, min_runs, optimal_proportions
 from simworld import make_world
 
 
