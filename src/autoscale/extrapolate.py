@@ -128,110 +128,33 @@ def _extrapolate(mixtures: Sequence[Mixture], *, target: float | None, steps: in
     if hold:
         return _extrapolate_held(mixtures, dict(hold), target=target, steps=steps, min_weight=min_weight,
                                  max_tokens=max_tokens, offsets=offsets)
-    if len(mixtures) < 2:
-        raise AutoscaleError(f"extrapolation needs at least two mixtures at different budgets, got {len(mixtures)}")
-    if (target is None) == (steps is None):
-        raise AutoscaleError("give exactly one of a target budget (tokens) or a number of steps")
-    if target is not None:
-        target = float(target)
-        if not math.isfinite(target) or target <= 0:
-            raise AutoscaleError(f"target must be a positive number of tokens, got {target:g}")
-    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
-        raise AutoscaleError(f"steps must be a whole number >= 1, got {steps!r}")
-
-    domains = mixtures[0].domains
-    for k, mx in enumerate(mixtures[1:], 2):
-        if set(mx.domains) != set(domains):
-            missing = sorted(set(domains) - set(mx.domains))
-            extra = sorted(set(mx.domains) - set(domains))
-            raise AutoscaleError(
-                f"mixture {k} has different domains from mixture 1 (missing: {', '.join(missing) or '-'}; "
-                f"extra: {', '.join(extra) or '-'})"
-            )
-    ordered = sorted(mixtures, key=lambda mx: mx.budget)
-    budgets = [mx.budget for mx in ordered]
-    for b1, b2 in pairwise(budgets):
-        if b2 <= b1 * (1 + 1e-12):
-            raise AutoscaleError(f"two mixtures have the same budget ({b1:.6g} tokens); the law needs different budgets")
-    tokens = np.array([[mx.tokens[d] for d in domains] for mx in ordered])
+    ordered, tokens = _inputs(mixtures, target, steps)
+    domains, budgets = ordered[0].domains, [mx.budget for mx in ordered]
     offset = _offsets(ordered, domains) if offsets else np.zeros(len(domains))
-    shifted = tokens + offset
-    bad = np.argwhere(shifted <= 0)
-    if bad.size:
-        k, i = bad[0]
-        what = "tokens + offset" if offsets else "tokens"
-        raise AutoscaleError(
-            f"domain {domains[i]!r} has {what} <= 0 in the {budgets[k]:.4g}-token mixture; the law needs positive amounts"
-        )
-
-    log_n = np.log(shifted)
-    n_mix = len(ordered)
-    if n_mix == 2:
-        scale = np.array([0.0, 1.0])
-        alpha, beta, rms = log_n[0], log_n[1] - log_n[0], None
-        method = "two-point law N_i(s) = A_i (B_i / A_i)^s"
-    else:
-        scale, alpha, beta, rms = _fit_line(log_n)
-        method = (f"least-squares line of log tokens in one shared scale parameter over {n_mix} mixtures "
-                  f"(rms {rms:.3g} in log tokens)")
-    if offsets:
-        method += ", applied to tokens + DDO offsets"
-
-    def law(s: float) -> np.ndarray:
-        if n_mix == 2 and not offsets:
-            return tokens[0] * (tokens[1] / tokens[0]) ** s  # the paper's arithmetic: s = 2 is B^2 / A
-        return np.exp(alpha + beta * s) - offset
-
+    law = _Law.fit(tokens, offset, offsets, budgets, domains)
     if steps is not None:
-        s = 1.0 + int(steps) / (n_mix - 1)
+        s = 1.0 + int(steps) / (len(ordered) - 1)
     else:
-        s = _solve_target(alpha, beta, target + float(offset.sum()))
+        s = _solve_target(law.alpha, law.beta, float(target) + float(offset.sum()))
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the error below, not a warning
         unconstrained = law(s)
         law_total = float(np.sum(unconstrained))
     if not math.isfinite(law_total):
         raise AutoscaleError(f"the law's mixture at s = {s:.4g} overflows: a mixture's total must be finite "
                              f"(inputs: {', '.join(f'{b:.4g}' for b in budgets)} tokens)")
-    total = law_total if target is None else target
-
+    total = law_total if target is None else float(target)
     warnings = _bound_history(ordered, domains)
-    lo = np.zeros(len(domains))  # tokens cannot be negative (only reachable with offsets)
-    if min_weight is not None:
-        min_weight = float(min_weight)
-        if not math.isfinite(min_weight) or not 0 <= min_weight < 1:
-            raise AutoscaleError(f"min_weight must be in [0, 1), got {min_weight!r}")
-        lo[:] = min_weight * total
-    hi = caps_in_tokens(max_tokens, domains)
-    if lo.sum() > total * (1 + 1e-12):
-        raise AutoscaleError(f"infeasible bounds: the floors need {lo.sum():.6g} tokens, above the target {total:.6g}")
-    if hi.sum() < total * (1 - 1e-12):
-        raise AutoscaleError(f"infeasible bounds: the caps allow {hi.sum():.6g} tokens, below the target {total:.6g}")
-    lo = np.minimum(lo, hi)
-
-    for i, d in enumerate(domains):
-        if unconstrained[i] > hi[i]:
-            warnings.append(f"domain {d!r}: the law asks for {unconstrained[i]:.4g} tokens, above its cap of {hi[i]:.4g}")
-        elif unconstrained[i] < 0:
-            warnings.append(f"domain {d!r}: the offset law gives it a negative amount; it is held at 0")
-        elif min_weight is not None and unconstrained[i] < lo[i]:
-            warnings.append(f"domain {d!r}: the law gives it weight {unconstrained[i] / total:.4g}, below the floor {min_weight:g}")
-
+    lo, hi = _bounds(domains, total, min_weight, max_tokens)
+    warnings += _law_warnings(domains, unconstrained, total, lo, hi, min_weight)
     final, bounded = unconstrained, {}
     if np.any(unconstrained < lo) or np.any(unconstrained > hi):
-        s_bounded = _reallocate(law, s, total, lo, hi)
-        raw = law(s_bounded)
-        at_floor, at_cap = raw <= lo, (raw >= hi) & (raw > lo)
-        final = np.clip(raw, lo, hi)
-        free = ~(at_floor | at_cap)
-        if free.any():  # the root leaves a relative 1e-15 drift: give it to the free domains
-            final[free] *= 1 + (total - final.sum()) / final[free].sum()
-        bounded = {d: "floor" if at_floor[i] else "cap" for i, d in enumerate(domains) if at_floor[i] or at_cap[i]}
+        final, bounded = _within_bounds(law, s, total, lo, hi, domains)
 
     metadata = {
         "method": "autoscale",
-        "law": method,
+        "law": law.method,
         "s": s,
-        "scale": scale.tolist(),
+        "scale": law.scale.tolist(),
         "input_budgets": budgets,
         "offsets": bool(offsets),
         "bounded": bounded,
@@ -244,15 +167,125 @@ def _extrapolate(mixtures: Sequence[Mixture], *, target: float | None, steps: in
         mixture=Mixture(dict(zip(domains, final.tolist(), strict=True)), metadata),
         s=float(s),
         warnings=warnings,
-        method=method,
+        method=law.method,
         law=Mixture(dict(zip(domains, np.maximum(unconstrained, 0).tolist(), strict=True))),
-        scale=tuple(scale.tolist()),
-        alpha=dict(zip(domains, alpha.tolist(), strict=True)),
-        beta=dict(zip(domains, beta.tolist(), strict=True)),
+        scale=tuple(law.scale.tolist()),
+        alpha=dict(zip(domains, law.alpha.tolist(), strict=True)),
+        beta=dict(zip(domains, law.beta.tolist(), strict=True)),
         offsets=dict(zip(domains, offset.tolist(), strict=True)),
-        rms=rms,
+        rms=law.rms,
         bounded=bounded,
     )
+
+
+def _inputs(mixtures: Sequence[Mixture], target: float | None, steps: int | None) -> tuple[list[Mixture], np.ndarray]:
+    """The input mixtures in budget order and their ``[k, m]`` tokens, checked with the target or steps."""
+    if len(mixtures) < 2:
+        raise AutoscaleError(f"extrapolation needs at least two mixtures at different budgets, got {len(mixtures)}")
+    if (target is None) == (steps is None):
+        raise AutoscaleError("give exactly one of a target budget (tokens) or a number of steps")
+    if target is not None and (not math.isfinite(float(target)) or float(target) <= 0):
+        raise AutoscaleError(f"target must be a positive number of tokens, got {float(target):g}")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise AutoscaleError(f"steps must be a whole number >= 1, got {steps!r}")
+    domains = mixtures[0].domains
+    for k, mx in enumerate(mixtures[1:], 2):
+        if set(mx.domains) != set(domains):
+            missing = sorted(set(domains) - set(mx.domains))
+            extra = sorted(set(mx.domains) - set(domains))
+            raise AutoscaleError(
+                f"mixture {k} has different domains from mixture 1 (missing: {', '.join(missing) or '-'}; "
+                f"extra: {', '.join(extra) or '-'})"
+            )
+    ordered = sorted(mixtures, key=lambda mx: mx.budget)
+    for b1, b2 in pairwise(mx.budget for mx in ordered):
+        if b2 <= b1 * (1 + 1e-12):
+            raise AutoscaleError(f"two mixtures have the same budget ({b1:.6g} tokens); the law needs different budgets")
+    return ordered, np.array([[mx.tokens[d] for d in domains] for mx in ordered])
+
+
+@dataclass(frozen=True)
+class _Law:
+    """log(N_i(s) + o_i) = alpha_i + beta_i s, fitted on the inputs' tokens (``tokens``, in budget order)."""
+
+    tokens: np.ndarray
+    offset: np.ndarray
+    scale: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    rms: float | None
+    method: str
+    with_offsets: bool  # DDO's offsets asked for (even if all 0)
+
+    @classmethod
+    def fit(cls, tokens: np.ndarray, offset: np.ndarray, with_offsets: bool, budgets: list[float],
+            domains: tuple[str, ...]) -> _Law:
+        shifted = tokens + offset
+        bad = np.argwhere(shifted <= 0)
+        if bad.size:
+            k, i = bad[0]
+            what = "tokens + offset" if with_offsets else "tokens"
+            raise AutoscaleError(f"domain {domains[i]!r} has {what} <= 0 in the {budgets[k]:.4g}-token mixture; "
+                                 "the law needs positive amounts")
+        log_n = np.log(shifted)
+        if len(tokens) == 2:
+            scale, alpha, beta, rms = np.array([0.0, 1.0]), log_n[0], log_n[1] - log_n[0], None
+            method = "two-point law N_i(s) = A_i (B_i / A_i)^s"
+        else:
+            scale, alpha, beta, rms = _fit_line(log_n)
+            method = (f"least-squares line of log tokens in one shared scale parameter over {len(tokens)} mixtures "
+                      f"(rms {rms:.3g} in log tokens)")
+        if with_offsets:
+            method += ", applied to tokens + DDO offsets"
+        return cls(tokens, offset, scale, alpha, beta, rms, method, with_offsets)
+
+    def __call__(self, s: float) -> np.ndarray:
+        if len(self.tokens) == 2 and not self.with_offsets:
+            return self.tokens[0] * (self.tokens[1] / self.tokens[0]) ** s  # the paper's arithmetic: s = 2 is B^2 / A
+        return np.exp(self.alpha + self.beta * s) - self.offset
+
+
+def _bounds(domains: tuple[str, ...], total: float, min_weight: float | None,
+            max_tokens: Mapping[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Floors and caps in tokens at the target, checked to leave a mixture of ``total`` tokens."""
+    lo = np.zeros(len(domains))  # tokens cannot be negative (only reachable with offsets)
+    if min_weight is not None:
+        min_weight = float(min_weight)
+        if not math.isfinite(min_weight) or not 0 <= min_weight < 1:
+            raise AutoscaleError(f"min_weight must be in [0, 1), got {min_weight!r}")
+        lo[:] = min_weight * total
+    hi = caps_in_tokens(max_tokens, domains)
+    if lo.sum() > total * (1 + 1e-12):
+        raise AutoscaleError(f"infeasible bounds: the floors need {lo.sum():.6g} tokens, above the target {total:.6g}")
+    if hi.sum() < total * (1 - 1e-12):
+        raise AutoscaleError(f"infeasible bounds: the caps allow {hi.sum():.6g} tokens, below the target {total:.6g}")
+    return np.minimum(lo, hi), hi
+
+
+def _law_warnings(domains: tuple[str, ...], tokens: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray,
+                  min_weight: float | None) -> list[str]:
+    """One line per domain whose law amount crosses a bound."""
+    warnings = []
+    for i, d in enumerate(domains):
+        if tokens[i] > hi[i]:
+            warnings.append(f"domain {d!r}: the law asks for {tokens[i]:.4g} tokens, above its cap of {hi[i]:.4g}")
+        elif tokens[i] < 0:
+            warnings.append(f"domain {d!r}: the offset law gives it a negative amount; it is held at 0")
+        elif min_weight is not None and tokens[i] < lo[i]:
+            warnings.append(f"domain {d!r}: the law gives it weight {tokens[i] / total:.4g}, below the floor {min_weight:g}")
+    return warnings
+
+
+def _within_bounds(law: _Law, s: float, total: float, lo: np.ndarray, hi: np.ndarray,
+                   domains: tuple[str, ...]) -> tuple[np.ndarray, dict[str, str]]:
+    """The law's mixture moved along s until, with bounded domains clipped, it holds ``total`` tokens."""
+    raw = law(_reallocate(law, s, total, lo, hi))
+    at_floor, at_cap = raw <= lo, (raw >= hi) & (raw > lo)
+    final = np.clip(raw, lo, hi)
+    free = ~(at_floor | at_cap)
+    if free.any():  # the root leaves a relative 1e-15 drift: give it to the free domains
+        final[free] *= 1 + (total - final.sum()) / final[free].sum()
+    return final, {d: "floor" if at_floor[i] else "cap" for i, d in enumerate(domains) if at_floor[i] or at_cap[i]}
 
 
 def held_weights(mixtures: Sequence[Mixture]) -> dict[str, float] | None:

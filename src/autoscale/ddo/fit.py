@@ -111,19 +111,12 @@ def fit_ddo(
     design = find_design(table)
     base_tokens = design.base_tokens
     base_total = float(base_tokens.sum())
-    budget = base_total if budget is None else float(budget)
-    if not math.isfinite(budget) or budget <= 0:
-        raise AutoscaleError(f"budget must be a positive number of tokens, got {budget!r}")
-    min_ratio = float(min_ratio)
-    if not math.isfinite(min_ratio) or min_ratio < 0:
-        raise AutoscaleError(f"min_ratio must be a number >= 0, got {min_ratio!r}")
-    unknown = [d for d in hold if d not in domains]
-    if unknown:
-        raise AutoscaleError(f"hold: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})")
+    budget, min_ratio = _checked(budget, base_total, min_ratio, hold, domains)
     base_objective = float(objective[design.base_rows].mean())
     if base_objective <= 0:
         raise AutoscaleError(f"the base run's objective must be positive, got {base_objective:g}")
 
+    # 1-2: noise, paired effects, held domains
     warnings: list[str] = []
     noise = assess_noise(objective, design, domains, table.seeds)
     paired = paired_objectives(objective, design, table.seeds)
@@ -132,48 +125,20 @@ def fit_ddo(
     held = dict(noise.held)
     for d in hold:
         held.setdefault(d, "held at another budget")
-    is_held = np.array([d in held for d in domains])
-
-    # Bounds, in amounts relative to each domain's base tokens.
-    lo = np.full(len(domains), min_ratio * budget / base_total)
-    hi = caps_in_tokens(max_tokens, domains) / base_tokens
-    for i in np.flatnonzero(hi < lo):
-        warnings.append(f"domain {domains[i]!r}: cap of {hi[i] * base_tokens[i]:.4g} tokens is below its floor; "
-                        "the floor is lowered to it")
-        lo[i] = hi[i]
-    unit = float(base_tokens.mean())
-    cost, total = base_tokens / unit, budget / unit
-    held_n = budget / base_total  # the base share of the budget, as a relative amount
-    problem = _Problem(total, lo, hi, cost, is_held, held_n)
-
+    # 3-4: fit and allocate
+    problem = _problem(domains, base_tokens, budget, min_ratio, max_tokens, held, warnings)
     fits = _fit_domains(objective, paired, design, np.arange(table.n_runs))
     alloc = problem.allocate(fits)
-
-    for i, d in enumerate(domains):
-        f = fits[i]
-        if d in held:
-            warnings.append(f"domain {d!r} is held at its base share: {held[d]}")
-            continue
-        if not f.exact and np.unique(f.x).size == 3:
-            warnings.append(f"domain {d!r}: no power law passes exactly through its 3 amounts; least-squares fit")
-        n, (xmin, xmax) = alloc.n[i], (f.x.min(), f.x.max())
-        if not (alloc.at_floor[i] or alloc.at_cap[i]) and not (xmin <= n <= xmax):
-            warnings.append(
-                f"domain {d!r}: optimum {n:.3g}x its base tokens lies outside the measured {xmin:.3g}x-{xmax:.3g}x"
-            )
+    warnings += _fit_warnings(domains, fits, alloc, held)
     if not noise.known:
         warnings.append("the noise is unknown (one run per design point): train replicates to measure it")
-
-    tokens = alloc.n * base_tokens
     bounded = {d: "floor" if alloc.at_floor[i] else "cap" for i, d in enumerate(domains)
                if alloc.at_floor[i] or alloc.at_cap[i]}
     predicted = base_objective * _model_value(fits, alloc.n)
     # gain over the base mixture at the same budget, under the fitted model
-    gain = 1.0 - _model_value(fits, alloc.n) / _model_value(fits, np.full(len(domains), held_n))
-
-    intervals: dict[str, tuple[float, float]] = {}
-    draws = None
-    gain_se = None
+    gain = 1.0 - _model_value(fits, alloc.n) / _model_value(fits, np.full(len(domains), problem.held_n))
+    # 5: uncertainty
+    draws, intervals, gain_se = None, {}, None
     if bootstrap:
         draws, gains = _bootstrap(objective, paired, design, table.seeds, fits, problem, int(bootstrap), seed,
                                   warnings)
@@ -189,8 +154,6 @@ def fit_ddo(
             f"uncertainty ({gain_se:.2%}): the base mixture is as good a choice at this budget"
         )
 
-    point_tokens = [float(table.tokens[g[0]].sum()) for g in design.groups]  # one run of each design point
-    design_tokens = {d: sum(point_tokens[g] for g in design.domain_groups[j]) for j, d in enumerate(domains)}
     metadata = {
         "method": "ddo",
         "base_tokens": dict(zip(domains, base_tokens.tolist(), strict=True)),
@@ -202,13 +165,7 @@ def fit_ddo(
         "offset_tokens": {d: f.a * float(bt) for d, f, bt in zip(domains, fits, base_tokens, strict=True)},
         "bounded": bounded,
     }
-    if noise.replicates > 1 or table.seeds is not None:
-        metadata["noise"] = noise.to_dict() | {"cost": replicate_cost(noise.needed, design_tokens, sum(point_tokens))}
-    if held:
-        base_weights = base_tokens / base_total
-        # what `predict` keeps fixed at the target: the base share of every held domain
-        metadata["held"] = {d: float(base_weights[i]) for i, d in enumerate(domains) if d in held}
-        metadata["held_reasons"] = dict(held)
+    metadata |= _noise_record(table, design, noise, held)
     metadata["predicted_gain"] = gain
     metadata["predicted_gain_se"] = gain_se
     if intervals:
@@ -218,9 +175,9 @@ def fit_ddo(
                                          for row in draws]}  # type: ignore[union-attr]
     if warnings:
         metadata["warnings"] = list(warnings)
-    mixture = Mixture(dict(zip(domains, tokens.tolist(), strict=True)), metadata)
+    tokens = alloc.n * base_tokens
     return DDOResult(
-        mixture=mixture,
+        mixture=Mixture(dict(zip(domains, tokens.tolist(), strict=True)), metadata),
         fits=dict(zip(domains, fits, strict=True)),
         bounded=bounded,
         predicted_objective=predicted,
@@ -236,6 +193,72 @@ def fit_ddo(
         gain=gain,
         gain_se=gain_se,
     )
+
+
+def _checked(budget: float | None, base_total: float, min_ratio: float, hold: Collection[str],
+             domains: tuple[str, ...]) -> tuple[float, float]:
+    """The budget (default: the base run's total) and floor ratio, checked, and ``hold`` checked."""
+    budget = base_total if budget is None else float(budget)
+    if not math.isfinite(budget) or budget <= 0:
+        raise AutoscaleError(f"budget must be a positive number of tokens, got {budget!r}")
+    min_ratio = float(min_ratio)
+    if not math.isfinite(min_ratio) or min_ratio < 0:
+        raise AutoscaleError(f"min_ratio must be a number >= 0, got {min_ratio!r}")
+    unknown = [d for d in hold if d not in domains]
+    if unknown:
+        raise AutoscaleError(f"hold: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})")
+    return budget, min_ratio
+
+
+def _problem(domains: tuple[str, ...], base_tokens: np.ndarray, budget: float, min_ratio: float,
+             max_tokens: Mapping[str, float] | None, held: Mapping[str, str], warnings: list[str]) -> _Problem:
+    """The allocation problem in amounts relative to each domain's base tokens: floors, caps, costs."""
+    base_total = float(base_tokens.sum())
+    lo = np.full(len(domains), min_ratio * budget / base_total)
+    hi = caps_in_tokens(max_tokens, domains) / base_tokens
+    for i in np.flatnonzero(hi < lo):
+        warnings.append(f"domain {domains[i]!r}: cap of {hi[i] * base_tokens[i]:.4g} tokens is below its floor; "
+                        "the floor is lowered to it")
+        lo[i] = hi[i]
+    unit = float(base_tokens.mean())
+    is_held = np.array([d in held for d in domains])
+    # held_n: the base share of the budget, as a relative amount
+    return _Problem(budget / unit, lo, hi, base_tokens / unit, is_held, budget / base_total)
+
+
+def _fit_warnings(domains: tuple[str, ...], fits: list[PowerLawFit], alloc: Allocation,
+                  held: Mapping[str, str]) -> list[str]:
+    """Per domain: why it is held, or what to distrust in its fit or its optimum."""
+    warnings = []
+    for i, d in enumerate(domains):
+        f = fits[i]
+        if d in held:
+            warnings.append(f"domain {d!r} is held at its base share: {held[d]}")
+            continue
+        if not f.exact and np.unique(f.x).size == 3:
+            warnings.append(f"domain {d!r}: no power law passes exactly through its 3 amounts; least-squares fit")
+        n, (xmin, xmax) = alloc.n[i], (f.x.min(), f.x.max())
+        if not (alloc.at_floor[i] or alloc.at_cap[i]) and not (xmin <= n <= xmax):
+            warnings.append(
+                f"domain {d!r}: optimum {n:.3g}x its base tokens lies outside the measured {xmin:.3g}x-{xmax:.3g}x"
+            )
+    return warnings
+
+
+def _noise_record(table: RunsTable, design: Design, noise: NoiseReport, held: Mapping[str, str]) -> dict:
+    """The metadata of the noise (with replicates or seeds) and of the held domains."""
+    record: dict = {}
+    domains, base_tokens = table.domains, design.base_tokens
+    if noise.replicates > 1 or table.seeds is not None:
+        point_tokens = [float(table.tokens[g[0]].sum()) for g in design.groups]  # one run of each design point
+        design_tokens = {d: sum(point_tokens[g] for g in design.domain_groups[j]) for j, d in enumerate(domains)}
+        record["noise"] = noise.to_dict() | {"cost": replicate_cost(noise.needed, design_tokens, sum(point_tokens))}
+    if held:
+        base_weights = base_tokens / float(base_tokens.sum())
+        # what `predict` keeps fixed at the target: the base share of every held domain
+        record["held"] = {d: float(base_weights[i]) for i, d in enumerate(domains) if d in held}
+        record["held_reasons"] = dict(held)
+    return record
 
 
 def draws_from_rows(rows: list, m: int) -> np.ndarray:
