@@ -54,7 +54,6 @@ import email.policy
 import gzip
 import hashlib
 import html
-import io
 import json
 import os
 import re
@@ -764,11 +763,27 @@ def fetch_demo(
         manifest = _cached(out, recipe)
         if manifest is not None:
             return DemoCorpus(out, manifest, cached=True)
-    cache = out / ".downloads"  # hidden: a folder of domains never mistakes it for one
+    t0 = time.perf_counter()
+    fetched = _download(sources, out / ".downloads", say)  # hidden: a folder of domains never mistakes it for one
+    by_domain, used, missing = _read_sources(fetched, say)
+    if len(by_domain) < min_domains:
+        raise AutoscaleError(
+            f"demo corpus: only {len(by_domain)} domains could be built ({', '.join(by_domain) or 'none'}), "
+            f"need {min_domains}; missing sources: {', '.join(m['source'] for m in missing)}"
+        )
+    manifest = _write_corpus(out, by_domain, used, missing, recipe, int(max_mb_per_domain * 1_000_000), seed, t0, say)
+    return DemoCorpus(out, manifest, cached=False)
+
+
+_Fetched = tuple[Source, Path | None, str, str, str | None]  # source, archive, version, method, error
+
+
+def _download(sources: tuple[Source, ...], cache: Path, say: Callable[[str], None]) -> list[_Fetched]:
+    """Every source's archive into ``cache``, in parallel; a source that cannot be had keeps its error."""
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    def get(source: Source) -> tuple[Source, Path | None, str, str, str | None]:
+    def get(source: Source) -> _Fetched:
         try:
             path, version, method = _fetch(source, cache)
             return source, path, version, method, None
@@ -784,15 +799,22 @@ def fetch_demo(
     say(
         f"downloads: {sum(f[1] is not None for f in fetched)}/{len(sources)} sources in {time.perf_counter() - t0:.0f} s"
     )
+    return fetched
 
+
+_UNREADABLE = (OSError, ValueError, KeyError, IndexError, struct.error, zlib.error, tarfile.TarError,
+               zipfile.BadZipFile)
+
+
+def _read_sources(fetched: list[_Fetched], say: Callable[[str], None]) -> tuple[dict, dict, list]:
+    """The documents of each domain, the sources used per domain, and the sources missing (and why)."""
     by_domain: dict[str, list[tuple[str, str, str]]] = {}
     used: dict[str, list[dict]] = {}
     missing = []
     for source, path, version, method, error in fetched:
+        lost = {"source": source.name, "domain": source.domain, "package": source.package}
         if path is None:
-            missing.append(
-                {"source": source.name, "domain": source.domain, "package": source.package, "error": error}
-            )
+            missing.append(lost | {"error": error})
             say(f"warning: {source.name} ({source.package}) unavailable: {error}")
             continue
         try:
@@ -802,54 +824,25 @@ def fetch_demo(
                 for i, piece in enumerate(split_paragraphs(clean_text(text)))
                 if piece.strip()
             ]
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-            IndexError,
-            struct.error,
-            zlib.error,
-            tarfile.TarError,
-            zipfile.BadZipFile,
-        ) as exc:
-            missing.append(
-                {
-                    "source": source.name,
-                    "domain": source.domain,
-                    "package": source.package,
-                    "error": repr(exc),
-                }
-            )
+        except _UNREADABLE as exc:
+            missing.append(lost | {"error": repr(exc)})
             say(f"warning: {source.name}: could not read its archive: {exc!r}")
             continue
         if not docs:
-            missing.append(
-                {
-                    "source": source.name,
-                    "domain": source.domain,
-                    "package": source.package,
-                    "error": "no text found",
-                }
-            )
+            missing.append(lost | {"error": "no text found"})
             continue
         by_domain.setdefault(source.domain, []).extend(docs)
-        used.setdefault(source.domain, []).append(
-            {
-                "name": source.name,
-                "registry": source.registry,
-                "package": source.package,
-                "version": version,
-                "method": method,
-                "licence": source.licence,
-                "documents_available": len(docs),
-            }
-        )
-    if len(by_domain) < min_domains:
-        raise AutoscaleError(
-            f"demo corpus: only {len(by_domain)} domains could be built ({', '.join(by_domain) or 'none'}), "
-            f"need {min_domains}; missing sources: {', '.join(m['source'] for m in missing)}"
-        )
+        used.setdefault(source.domain, []).append({
+            "name": source.name, "registry": source.registry, "package": source.package, "version": version,
+            "method": method, "licence": source.licence, "documents_available": len(docs),
+        })
+    return by_domain, used, missing
 
+
+def _write_corpus(out: Path, by_domain: dict, used: dict, missing: list, recipe: dict, max_bytes: int, seed: int,
+                  t0: float, say: Callable[[str], None]) -> dict:
+    """Sample each domain's documents into ``out/<domain>.jsonl`` and write the manifest, built in a
+    scratch folder and moved in manifest last, so a crash never leaves a manifest that lies."""
     for stale in out.glob(".build-*"):  # left by a build that was killed: its pid is gone
         pid = stale.name.removeprefix(".build-")
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
@@ -858,15 +851,10 @@ def fetch_demo(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     domains = {}
-    max_bytes = int(max_mb_per_domain * 1_000_000)
     for domain in [d for d in DOMAINS if d in by_domain] + sorted(set(by_domain) - set(DOMAINS)):
         docs = _sample_documents(domain, by_domain[domain], max_bytes, seed)
-        buf = io.StringIO()
-        for source_name, doc_id, text in docs:
-            buf.write(
-                json.dumps({"text": text, "source": source_name, "id": doc_id}, ensure_ascii=False) + "\n"
-            )
-        data = buf.getvalue().encode("utf-8")
+        data = "".join(json.dumps({"text": text, "source": source_name, "id": doc_id}, ensure_ascii=False) + "\n"
+                       for source_name, doc_id, text in docs).encode("utf-8")
         (tmp / f"{domain}.jsonl").write_bytes(data)
         text_bytes = sum(len(t.encode("utf-8")) for _, _, t in docs)
         domains[domain] = {
@@ -888,13 +876,12 @@ def fetch_demo(
         "build_seconds": round(time.perf_counter() - t0, 1),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    # Move the finished files in, manifest last, so a crash never leaves a manifest that lies.
     (out / "manifest.json").unlink(missing_ok=True)
     for domain in domains:
         os.replace(tmp / f"{domain}.jsonl", out / f"{domain}.jsonl")
     os.replace(tmp / "manifest.json", out / "manifest.json")
     shutil.rmtree(tmp, ignore_errors=True)
-    return DemoCorpus(out, manifest, cached=False)
+    return manifest
 
 
 def _alive(pid: int) -> bool:

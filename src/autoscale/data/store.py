@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from autoscale.data.tokenizer import (
     train_tokenizer,
 )
 from autoscale.errors import AutoscaleError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 FORMAT = "autoscale.token-store"
 VERSION = 1
@@ -491,46 +495,8 @@ def prepare_store(
     plans = _plan_domains(coerce_sources(sources, text_field))
     old = _check_out_dir(out)
 
-    # Tokenizer: given, reused from the previous store (same inputs and settings), or trained.
-    if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
-        origin, tok_key = str(tokenizer), None
-    else:
-        tok_key = hashlib.sha256(
-            _canonical(
-                {
-                    "inputs": {d: p.inputs_hash for d, p in plans.items()},
-                    "vocab_size": vocab_size,
-                    "seed": seed,
-                    "sample_bytes": tokenizer_sample_bytes,
-                    "max_doc_chars": max_doc_chars,
-                }
-            ).encode()
-        ).hexdigest()
-        origin = "trained"
-        prev = old["tokenizer"] if old else None
-        prev_path = out / prev["file"] if prev else None
-        if (
-            prev
-            and prev.get("key") == tok_key
-            and prev_path.is_file()
-            and _sha256_file(prev_path) == prev["sha256"]
-        ):
-            tok = load_tokenizer(prev_path)
-            say("tokenizer: reused (inputs unchanged)")
-        else:
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                samples = list(
-                    pool.map(
-                        lambda p: _tokenizer_sample(p, seed, tokenizer_sample_bytes, max_doc_chars),
-                        plans.values(),
-                    )
-                )
-            tok = train_tokenizer((doc for sample in samples for doc in sample), vocab_size=vocab_size)
-            say(
-                f"tokenizer: trained byte-level BPE, vocab {tok.get_vocab_size()} in {time.perf_counter() - t0:.1f} s"
-            )
+    tok, origin, tok_key = _tokenizer(tokenizer, plans, old, out, vocab_size, seed, tokenizer_sample_bytes,
+                                      max_doc_chars, workers, say)
     eot_text, eot_id = eot_token(tok, tokenizer)
     tok_text = tok.to_str()
     tok_sha = _sha256_text(tok_text)
@@ -538,39 +504,18 @@ def prepare_store(
     dtype = token_dtype(vocab)
     settings = {"val_tokens": val_tokens, "seed": seed, "max_doc_chars": max_doc_chars}
 
-    def domain_key(plan: _DomainPlan) -> str:
-        return hashlib.sha256(
-            _canonical(
-                {
-                    "inputs": plan.inputs_hash,
-                    "text_field": plan.source.text_field,
-                    "tokenizer": tok_sha,
-                    "dtype": dtype.name,
-                    **settings,
-                }
-            ).encode()
-        ).hexdigest()
-
     out.parent.mkdir(parents=True, exist_ok=True)
     # atomic_dir first removes what an interrupted earlier prepare of `out` left (.STORE.tmp-*)
     with atomic_dir(out) as tmp:
         (tmp / "tokenizer.json").write_text(tok_text, encoding="utf-8")
 
         def build(plan: _DomainPlan) -> dict:
-            key = domain_key(plan)
-            prev = (old or {}).get("domains", {}).get(plan.domain)
-            expected = {s: str(Path("domains") / plan.domain / f"{s}.bin") for s in ("train", "val")}
-            if (
-                prev
-                and prev.get("key") == key
-                and old.get("dtype") == dtype.name
-                and all(prev[s].get("file") == expected[s] for s in expected)
-            ):
-                if all(_check_file(out, prev[s], dtype.itemsize, True) is None for s in ("train", "val")):
-                    for s in ("train", "val"):
-                        _link_or_copy(out / prev[s]["file"], tmp / prev[s]["file"])
-                    say(f"{plan.domain}: unchanged, reused")
-                    return {**prev, "sources": list(plan.source.paths)}
+            key = hashlib.sha256(_canonical({"inputs": plan.inputs_hash, "text_field": plan.source.text_field,
+                                             "tokenizer": tok_sha, "dtype": dtype.name, **settings}).encode()).hexdigest()
+            reused = _reuse_domain(plan, key, old, dtype, out, tmp)
+            if reused is not None:
+                say(f"{plan.domain}: unchanged, reused")
+                return reused
             t0 = time.perf_counter()
             entry = _tokenise_domain(
                 plan, tok, eot_id, dtype, tmp / "domains" / plan.domain, val_tokens, seed, max_doc_chars
@@ -602,3 +547,42 @@ def prepare_store(
         manifest["manifest_hash"] = compute_manifest_hash(manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return TokenStore.open(out, verify=False)  # just written and hashed
+
+
+def _tokenizer(given: str | os.PathLike | None, plans: dict[str, _DomainPlan], old: dict | None, out: Path,
+               vocab_size: int, seed: int, sample_bytes: int, max_doc_chars: int, workers: int,
+               say: Callable[[str], None]) -> tuple[Tokenizer, str, str | None]:
+    """The store's tokenizer, its origin and its reuse key: given, reused from the previous store
+    (same inputs and settings), or trained."""
+    if given is not None:
+        return load_tokenizer(given), str(given), None
+    key = hashlib.sha256(_canonical({
+        "inputs": {d: p.inputs_hash for d, p in plans.items()}, "vocab_size": vocab_size, "seed": seed,
+        "sample_bytes": sample_bytes, "max_doc_chars": max_doc_chars,
+    }).encode()).hexdigest()
+    prev = old["tokenizer"] if old else None
+    if prev and prev.get("key") == key and (out / prev["file"]).is_file() \
+            and _sha256_file(out / prev["file"]) == prev["sha256"]:
+        say("tokenizer: reused (inputs unchanged)")
+        return load_tokenizer(out / prev["file"]), "trained", key
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        samples = list(pool.map(lambda p: _tokenizer_sample(p, seed, sample_bytes, max_doc_chars), plans.values()))
+    tok = train_tokenizer((doc for sample in samples for doc in sample), vocab_size=vocab_size)
+    say(f"tokenizer: trained byte-level BPE, vocab {tok.get_vocab_size()} in {time.perf_counter() - t0:.1f} s")
+    return tok, "trained", key
+
+
+def _reuse_domain(plan: _DomainPlan, key: str, old: dict | None, dtype: np.dtype, out: Path, tmp: Path) -> dict | None:
+    """The previous store's entry of an unchanged domain, its files linked into ``tmp``; None when
+    the domain changed or its files do not check out."""
+    prev = (old or {}).get("domains", {}).get(plan.domain)
+    expected = {s: str(Path("domains") / plan.domain / f"{s}.bin") for s in ("train", "val")}
+    if not (prev and prev.get("key") == key and old.get("dtype") == dtype.name  # type: ignore[union-attr]
+            and all(prev[s].get("file") == expected[s] for s in expected)):
+        return None
+    if any(_check_file(out, prev[s], dtype.itemsize, True) is not None for s in ("train", "val")):
+        return None
+    for s in ("train", "val"):
+        _link_or_copy(out / prev[s]["file"], tmp / prev[s]["file"])
+    return {**prev, "sources": list(plan.source.paths)}

@@ -22,8 +22,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from autoscale.laws.doremi import ETA, SMOOTHING
 from autoscale.errors import AutoscaleError
+from autoscale.laws.doremi import ETA, SMOOTHING
 from autoscale.methods import random_search as rs
 from autoscale.methods.base import (
     Artefact,

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoscale.laws.doremi import ETA, SMOOTHING, excess_losses, update_weights
 from autoscale.errors import AutoscaleError
+from autoscale.laws.doremi import ETA, SMOOTHING, excess_losses, update_weights
 from autoscale.train.models import IGNORE
 
 REFERENCE = "reference"
