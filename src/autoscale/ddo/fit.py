@@ -138,21 +138,11 @@ def fit_ddo(
     # gain over the base mixture at the same budget, under the fitted model
     gain = 1.0 - _model_value(fits, alloc.n) / _model_value(fits, np.full(len(domains), problem.held_n))
     # 5: uncertainty
-    draws, intervals, gain_se = None, {}, None
+    draws, gains = None, None
     if bootstrap:
         draws, gains = _bootstrap(objective, paired, design, table.seeds, fits, problem, int(bootstrap), seed,
                                   warnings)
-        low, high = np.nanpercentile(draws, INTERVAL, axis=0)
-        intervals = {d: (float(lo_), float(hi_)) for d, lo_, hi_ in zip(domains, low, high, strict=True)}
-        ok = gains[np.isfinite(gains)]
-        gain_se = float(ok.std(ddof=1)) if ok.size > 1 else None
-    if gain_se is None and noise.known:
-        gain_se = float(noise.noise) / math.sqrt(noise.replicates)  # type: ignore[arg-type]
-    if gain_se is not None and gain < gain_se:
-        warnings.append(
-            f"the fitted optimum's predicted gain over the base mixture ({gain:.2%}) is smaller than its own "
-            f"uncertainty ({gain_se:.2%}): the base mixture is as good a choice at this budget"
-        )
+    intervals, gain_se = _uncertainty(domains, draws, gains, noise, gain, warnings)
 
     metadata = {
         "method": "ddo",
@@ -224,6 +214,27 @@ def _problem(domains: tuple[str, ...], base_tokens: np.ndarray, budget: float, m
     is_held = np.array([d in held for d in domains])
     # held_n: the base share of the budget, as a relative amount
     return _Problem(budget / unit, lo, hi, base_tokens / unit, is_held, budget / base_total)
+
+
+def _uncertainty(domains: tuple[str, ...], draws: np.ndarray | None, gains: np.ndarray | None, noise: NoiseReport,
+                 gain: float, warnings: list[str]) -> tuple[dict[str, tuple[float, float]], float | None]:
+    """Per-domain weight intervals from the bootstrap draws, and the predicted gain's standard error
+    (the draws' SD, else the noise's); warns when the gain does not exceed it."""
+    intervals: dict[str, tuple[float, float]] = {}
+    gain_se = None
+    if draws is not None and gains is not None:
+        low, high = np.nanpercentile(draws, INTERVAL, axis=0)
+        intervals = {d: (float(lo_), float(hi_)) for d, lo_, hi_ in zip(domains, low, high, strict=True)}
+        ok = gains[np.isfinite(gains)]
+        gain_se = float(ok.std(ddof=1)) if ok.size > 1 else None
+    if gain_se is None and noise.known:
+        gain_se = float(noise.noise) / math.sqrt(noise.replicates)  # type: ignore[arg-type]
+    if gain_se is not None and gain < gain_se:
+        warnings.append(
+            f"the fitted optimum's predicted gain over the base mixture ({gain:.2%}) is smaller than its own "
+            f"uncertainty ({gain_se:.2%}): the base mixture is as good a choice at this budget"
+        )
+    return intervals, gain_se
 
 
 def _fit_warnings(domains: tuple[str, ...], fits: list[PowerLawFit], alloc: Allocation,
