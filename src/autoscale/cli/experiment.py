@@ -133,7 +133,7 @@ class _QuietReporter:
         pass
 
     def __call__(self, event: Any) -> None:
-        from autoscale.experiment.pipeline import RunFinished
+        from autoscale.experiment.scheduler import RunFinished
 
         if isinstance(event, RunFinished) and event.status != "completed":
             click.echo(f"{event.label}: {event.error}" + (" (will retry)" if event.retry else ""), err=True)
@@ -157,7 +157,7 @@ class _LineReporter:
         pass
 
     def __call__(self, event: Any) -> None:
-        from autoscale.experiment.pipeline import Note, RunFinished, RunStarted, StageStarted
+        from autoscale.experiment.scheduler import Note, RunFinished, RunStarted, StageStarted
 
         if isinstance(event, StageStarted):
             self.done[event.stage] = [event.done, event.runs]
@@ -204,7 +204,7 @@ class _RichReporter:
 
     def __call__(self, event: Any) -> None:
         from autoscale.experiment.executors import RunProgress
-        from autoscale.experiment.pipeline import Note, RunFinished, RunStarted, StageStarted
+        from autoscale.experiment.scheduler import Note, RunFinished, RunStarted, StageStarted
 
         p = self.progress
         if isinstance(event, StageStarted) and not self.started:

@@ -96,6 +96,14 @@ class ExperimentFolder:
         """A method's mixture at the target (JSON)."""
         return self.path / ("target.json" if method == AUTOSCALE else f"{method}_target.json")
 
+    def artefact(self, method: str, kind: str, budget: float | None = None) -> Path:
+        """Where a method's artefact of ``kind`` goes: "table" and "record" (per search budget), "result"."""
+        if kind == "result":
+            return self.method_result(method)
+        if budget is None:
+            raise ValueError(f"a {kind} artefact needs its budget")
+        return self.runs_table(method, budget) if kind == "table" else self.search_record(method, budget)
+
     def search_records(self, method: str) -> list[tuple[int, Path]]:
         """(budget, path) of a method's search records present, by increasing budget."""
         return sorted(self._budget_files(method, "record"))
