@@ -20,11 +20,9 @@ from autoscale.recipes.bench import (
     PairedSpeedUps,
     compare,
     held_out_budget,
-    pair_sd,
-    pairs_needed,
-    record_markdown,
 )
 from autoscale.recipes.demo import DEFAULT, QUICK, demo_config, with_llama_mapping
+from autoscale.recipes.markdown import pair_sd, pairs_needed, record_markdown
 from autoscale.report.html import render_html
 from autoscale.report.results import ReportData
 

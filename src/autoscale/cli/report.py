@@ -75,8 +75,9 @@ def bench(quick: bool, directory: str | None, corpus: str | None, methods: bool,
     from rich.console import Console
 
     from autoscale.cli.common import write_atomic
-    from autoscale.recipes.bench import QUICK_BENCH, RECORD, record_markdown, run_bench
-    from autoscale.recipes.methods_bench import methods_markdown, run_methods_bench
+    from autoscale.recipes.bench import QUICK_BENCH, RECORD, run_bench
+    from autoscale.recipes.markdown import methods_markdown, record_markdown
+    from autoscale.recipes.methods_bench import run_methods_bench
 
     err = Console(stderr=True)
     default = "autoscale-bench-quick" if quick else "autoscale-bench"
