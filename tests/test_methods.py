@@ -168,7 +168,7 @@ BAD = {
     "no target budget beside autoscale": ({"target": {}, "methods": ["autoscale", "dml"], "regmix": None,
                                            "ddo": {"budgets": [1e6, 4e6]}}, "target.budget is required with method 'dml'"),
     "ddo baseline without autoscale": ({"target": {"budget": 16e6, "validate": True, "compare": ["ddo"]}},
-                                       "'ddo' (AutoScale's DDO optimum reused) needs autoscale"),
+                                       "reused as is at the target) needs autoscale among the methods"),
     "a selected method without settings": ({"methods": ["regmix", "dml", "autoscale"]}, "missing required setting 'ddo'"),
     "target below the search budget": ({"target": {"budget": SEARCH}}, "must exceed the largest regmix budget"),
     "a mixture law on two budgets": ({"methods": ["regmix", "mixture-law"], "dml": None,

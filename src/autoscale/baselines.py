@@ -2,8 +2,9 @@
 
 A baseline is named in ``target.compare``; each says what it is (`Baseline.description`, shown in
 the report) and gives weights over the experiment's domains. User mixtures (``target.mixtures``)
-are baselines too, under their own names. ``ddo`` is offered by the AutoScale method (its DDO
-optimum of the largest budget, reused as is at the target) and exists only when AutoScale runs.
+are baselines too, under their own names. A baseline without weights here is offered by a method
+(`Method.offers`: ``ddo``, AutoScale's DDO optimum of its largest budget reused as is at the
+target) and exists only when that method runs.
 
 Pure: no files; weights sum to 1.
 """
@@ -84,7 +85,8 @@ def llama_mapping(domains: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class Baseline:
     """A named baseline: ``weights(domains, natural)`` (``natural``: unique tokens per domain, None
-    without a token store); ``needs``: what it requires ("store", or a method's name)."""
+    without a token store), None when a method offers it (`Method.offers`); ``needs``: "store"
+    when it requires a token store."""
 
     name: str
     description: str
@@ -100,8 +102,7 @@ def _natural(domains: Sequence[str], natural: Mapping[str, float] | None) -> dic
 BASELINES: dict[str, Baseline] = {b.name: b for b in (
     Baseline("uniform", "the same weight on every domain", lambda domains, _n: {d: 1.0 for d in domains}),
     Baseline("natural", "the corpus's own token shares (unique training tokens per domain)", _natural, "store"),
-    Baseline("ddo", "AutoScale's DDO optimum of its largest search budget, reused as is at the target",
-             None, "autoscale"),
+    Baseline("ddo", "AutoScale's DDO optimum of its largest search budget, reused as is at the target", None),
     Baseline("llama-style", "the LLaMA-1 pre-training weights mapped onto the domains (LLAMA_TO_DEMO)",
              lambda domains, _n: llama_style(domains)),
 )}

@@ -104,7 +104,7 @@ from autoscale.settings import check_weights as _check_weights
 from autoscale.train.config import ProxyConfig, WholeTokens
 from autoscale.yamlfile import read_yaml
 
-#: the comparisons validated when target.compare is not given (ddo only with AutoScale)
+#: the comparisons validated when target.compare is not given (one a method offers only when it runs)
 BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
 #: names a user mixture may not take: the baselines' and the methods' own mixtures
 RESERVED_NAMES = (*BASELINES, *(m.mixture for m in METHODS.values()), *METHODS)
@@ -308,13 +308,16 @@ class _Experiment(_Strict):
                                  "kind 'command' (score your own checkpoints with lm-eval directly)")
             if not self.target.validate_:
                 raise ValueError("target.downstream evaluates the validation runs: set target.validate: true")
-        others = [m for m in self.methods if m != "autoscale"]
+        others = [m for m in self.methods if not METHODS[m].default_target]
         if others and self.target.budget is None:
+            chooses = [m.name for m in METHODS.values() if m.default_target]
             raise ValueError(f"target.budget is required with method {others[0]!r} "
-                             "(only AutoScale has a default target, its law's N2^2/N1)")
-        if "autoscale" not in self.methods:
-            if self.target.compare is not None and "ddo" in self.target.compare:
-                raise ValueError("target.compare: 'ddo' (AutoScale's DDO optimum reused) needs autoscale among the methods")
+                             f"(only {' and '.join(chooses) or 'none'} can choose the target)")
+        for name in self.target.compare or ():
+            if name in BASELINES and BASELINES[name].weights is None and name not in self.offered:
+                by = [m.name for m in METHODS.values() if name in m.offers]
+                raise ValueError(f"target.compare: {name!r} ({BASELINES[name].description}) needs "
+                                 f"{' or '.join(by) or 'a method that offers it'} among the methods")
         for name, settings in self.method_settings.items():
             if METHODS[name].own_trainer and self.executor.kind == "command":
                 raise ValueError(f"method {name!r} needs autoscale's trainer (executor kind inline or ray), "
@@ -328,7 +331,7 @@ class _Experiment(_Strict):
                 raise ValueError(f"{METHODS[name].section}.eval_points applies to autoscale's trainer, "
                                  "not executor kind 'command'")
         if self.data.store is None:
-            if self.ddo_base == "natural" or (self.target.validate_ and "natural" in self.comparisons):
+            if "natural" in self.bases or (self.target.validate_ and "natural" in self.comparisons):
                 raise ValueError("the 'natural' mixture needs data.store (the store's token shares)")
             for name, settings in self.method_settings.items():
                 if getattr(settings, "max_epochs", None) is not None:
@@ -341,16 +344,21 @@ class _Experiment(_Strict):
         return {name: getattr(self, METHODS[name].section) for name in self.methods}
 
     @property
-    def ddo_base(self) -> Any:
-        ddo = getattr(self, "ddo", None)
-        return None if ddo is None else ddo.base
+    def bases(self) -> list[Any]:
+        """The ``base:`` settings of the selected methods that have one."""
+        return [s.base for s in self.method_settings.values() if getattr(s, "base", None) is not None]
+
+    @property
+    def offered(self) -> set[str]:
+        """The baselines the selected methods offer (`Method.offers`)."""
+        return {b for m in self.methods for b in METHODS[m].offers}
 
     @property
     def comparisons(self) -> list[str]:
         """The baselines validated beside the methods' mixtures (``target.compare`` or the default)."""
         if self.target.compare is not None:
             return list(self.target.compare)
-        return [b for b in BUILTIN_COMPARISONS if b != "ddo" or "autoscale" in self.methods]
+        return [b for b in BUILTIN_COMPARISONS if BASELINES[b].weights is not None or b in self.offered]
 
     @property
     def seeds(self) -> list[int]:
@@ -382,10 +390,11 @@ class _Experiment(_Strict):
                 raise AutoscaleError(
                     f"{where}: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})"
                 )
-        if isinstance(self.ddo_base, dict):
-            missing = [d for d in domains if self.ddo_base.get(d, 0) <= 0]
+        for name, settings in self.method_settings.items():
+            base = getattr(settings, "base", None)
+            missing = [d for d in domains if base.get(d, 0) <= 0] if isinstance(base, dict) else []
             if missing:
-                raise AutoscaleError(f"ddo.base: domain {missing[0]!r} needs a positive weight")
+                raise AutoscaleError(f"{METHODS[name].section}.base: domain {missing[0]!r} needs a positive weight")
 
 
 def experiment_model() -> type[_Experiment]:

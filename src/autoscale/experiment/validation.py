@@ -32,8 +32,8 @@ def comparison_mixtures(sched: Scheduler, results: Mapping[str, MethodResult]) -
     for name in sched.config.comparisons:
         baseline = BASELINES[name]
         if baseline.weights is None:  # offered by a method (ddo: AutoScale's optimum reused)
-            assert baseline.needs is not None
-            out[name] = results[baseline.needs].baselines[name].scaled_to(budget)
+            offered = next(r.baselines[name] for r in results.values() if name in r.baselines)
+            out[name] = offered.scaled_to(budget)
         else:
             out[name] = Mixture.from_weights(baseline.weights(sched.setup.domains, natural(sched.setup)), budget)
     for name, weights in sched.config.target.mixtures.items():

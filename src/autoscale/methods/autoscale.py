@@ -89,6 +89,8 @@ class AutoScale(Method):
     mixture = "predicted"
     description = "AutoScale: DDO at two or more small budgets, extrapolated to the target by its law"
     Settings = DDOConfig
+    offers = ("ddo",)  # its DDO optimum of the largest budget, reused as is at the target
+    default_target = True  # the law's N2^2 / N1
 
     def base(self, settings: DDOConfig, ctx: Context, budget: float) -> Mixture:
         return Mixture.from_weights(base_weights(settings.base, ctx, self.section), budget)

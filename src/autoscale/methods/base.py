@@ -130,7 +130,9 @@ class Method(Protocol):
 
     Optional attributes, with their defaults here (a method subclasses `Method` to take them):
     ``own_trainer`` (False): its runs need autoscale's trainer (a training mode), not the user's
-    command."""
+    command; ``offers`` (()): the baselines of `autoscale.baselines` it offers (its result's
+    ``baselines``), validated only when it runs; ``default_target`` (False): it picks the target
+    budget itself when ``target.budget`` is not given (its result's mixture sets it)."""
 
     name: ClassVar[str]
     section: ClassVar[str]
@@ -138,6 +140,8 @@ class Method(Protocol):
     description: ClassVar[str]
     Settings: ClassVar[type[BaseModel]]
     own_trainer: ClassVar[bool] = False
+    offers: ClassVar[tuple[str, ...]] = ()
+    default_target: ClassVar[bool] = False
 
     def search_budgets(self, settings: Any) -> Sequence[float]:
         """The budgets its search trains at (the target must exceed them)."""
