@@ -1,4 +1,5 @@
-"""The report: speed-ups from validation curves, the three plots, and one self-contained HTML page."""
+"""The report: speed-ups as the validation record holds them, the three plots, and one self-contained
+HTML page."""
 
 import base64
 import dataclasses
@@ -12,14 +13,16 @@ import pytest
 from autoscale.errors import AutoscaleError
 from autoscale.report import plots
 from autoscale.report.html import PLOTS, render_html, write_report
+from autoscale.report.load import _speedups
 from autoscale.report.plots import plot_fits, plot_validation, plot_weights_vs_budget
 from autoscale.report.results import (
     CurveFit,
+    RecordedSpeedUp,
     ReportData,
     ValidationCurve,
     WeightsAtBudget,
-    speedup,
 )
+from autoscale.speedup import speedup
 
 DOMAINS = ("web", "code", "books", "wiki")
 # the first evaluation is before training (0 tokens), as the trainer reports it
@@ -41,6 +44,13 @@ def fit(label, a, b, x=(0.2, 1.0, 3.0), base_tokens=None):
     return CurveFit(label, a, b, c, x, y, optimum=1.3, base_tokens=base_tokens)
 
 
+def recorded(baseline, offset, seeds=(0,)):
+    """The predicted curve's speed-up over a baseline ``offset`` worse, as the pipeline records it per seed."""
+    ups = [(seed, speedup((TOKENS, curve("predicted", 0.0).objective), (TOKENS, curve(baseline, offset).objective),
+                          smoothing=0.0, names=("predicted", baseline))) for seed in seeds]
+    return RecordedSpeedUp(baseline, float(np.mean([u.speedup for _, u in ups])), tuple(ups))
+
+
 def example_data():
     return ReportData(
         title="test report <&>",
@@ -57,6 +67,7 @@ def example_data():
         fits={lab: {d: fit(lab, 1.0 + i, 0.5 + 0.3 * i, base_tokens=budget / 4) for i, d in enumerate(DOMAINS)}
               for lab, budget in (("100k", 1e5), ("400k", 4e5))},
         validation=(curve("predicted", 0.0), curve("uniform", 0.05), curve("natural", 0.02)),
+        speedups=tuple(recorded(b, offset) for b, offset in (("uniform", 0.05), ("natural", 0.02))),
         gains={"uniform": {"baseline": "uniform", "mean": 0.031, "interval": [0.012, 0.05], "seeds": 3,
                            "verdict": "win"},
                "natural": {"baseline": "natural", "mean": 0.004, "interval": [-0.01, 0.018], "seeds": 3,
@@ -70,27 +81,25 @@ def decode(png: bytes) -> np.ndarray:
     return matplotlib.image.imread(io.BytesIO(png), format="png")
 
 
-def test_speedup_is_share_of_baseline_tokens_saved():
-    # predicted falls linearly 10 -> 0 over 10 tokens; the baseline ends at 4 after 10 tokens,
-    # so the predicted mixture gets there after 6 tokens: 40% of the baseline's tokens saved
-    pred = ValidationCurve("pred", (0, 5, 10), (10, 5, 0), 0)
-    base = ValidationCurve("base", (0, 5, 10), (10, 7, 4), 4)
-    up = speedup(pred, base)
-    assert up.tokens_to_reach == pytest.approx(6.0)
-    assert up.speedup == pytest.approx(0.4)
-
-
-def test_speedup_not_reached_is_none():
-    up = speedup(curve("pred", 0.1), curve("base", 0.0))
-    assert up.speedup is None and up.tokens_to_reach is None
-
-
-def test_report_data_speedups_against_every_baseline():
-    data = example_data()
-    ups = {u.baseline: u.speedup for u in data.speedups()}
-    assert set(ups) == {"uniform", "natural"}
-    # a worse baseline (higher curve) is reached sooner: larger speed-up
-    assert ups["uniform"] > ups["natural"] > 0
+def test_speedups_are_read_from_the_validation_record_not_recomputed(tmp_path):
+    # per-seed speed-ups as the pipeline writes them; the mean is the record's, whatever the curves say
+    per_seed = [{"method": "predicted", "baseline": "uniform", "speedup": s, "tokens_to_reach": t,
+                 "baseline_tokens": 1e6, "baseline_final": 3.0, "method_final": 2.9, "smoothing": "none", "seed": seed}
+                for seed, s, t in ((0, 0.2, 8e5), (1, 0.3, 7e5))]
+    other = dict(per_seed[0], method="regmix")  # another method's: not the predicted mixture's
+    validation = {"speedups": [*per_seed, other], "speedup_means": {"predicted": {"uniform": 0.25, "natural": None}}}
+    ups = {u.baseline: u for u in _speedups(validation, "predicted", tmp_path / "validation.json")}
+    assert ups["uniform"].mean == 0.25 and ups["natural"].mean is None
+    assert [seed for seed, _ in ups["uniform"].seeds] == [0, 1]
+    assert ups["uniform"].mean_of("tokens_to_reach") == pytest.approx(7.5e5)
+    # a record of the single-method days: speedup_mean only
+    old = _speedups({"speedup_mean": {"uniform": 0.1}}, "predicted", tmp_path / "validation.json")
+    assert [(u.baseline, u.mean, u.seeds) for u in old] == [("uniform", 0.1, ())]
+    # the page shows the recorded numbers: 25.0% here, though the example curves would give another figure
+    data = dataclasses.replace(example_data(), speedups=tuple(ups.values()))
+    page = render_html(data, {})
+    assert '<span class="good">+25.0%</span>' in page and "800k / 700k" in page
+    assert '<span class="bad">not reached</span>' in page
 
 
 def test_plots_are_pngs_of_fixed_size():

@@ -334,14 +334,14 @@ def demo_table(result: DemoResult):
     for p in sorted((p for p in data.mixtures if p.measured), key=lambda p: p.budget):
         table.add_row(f"DDO at {format_tokens(p.budget)}", format_tokens(p.budget),
                       *(f"{p.weights.get(d, 0):.3f}" for d in domains), "", "", "")
-    ups = {u.baseline: u for u in data.speedups()}
+    ups = {u.baseline: u for u in data.speedups}
     for curve in data.validation:
         is_pred = curve.name == data.predicted
         if is_pred:
             up = "-"
         else:
             u = ups.get(curve.name)
-            up = "not reached" if u is None or u.speedup is None else f"{u.speedup:+.1%}"
+            up = "-" if u is None else "not reached" if u.mean is None else f"{u.mean:+.1%}"
         table.add_row(display_name(curve.name, result.plan), format_tokens(curve.tokens[-1]),
                       *(f"{curve.weights.get(d, 0):.3f}" for d in domains), f"{curve.final:.3f}", up,
                       "-" if is_pred else gain_text(data.gains.get(curve.name)),

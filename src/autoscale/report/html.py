@@ -144,23 +144,27 @@ def _noise_table(data: ReportData) -> str:
 
 
 def _validation_table(data: ReportData) -> str:
-    ups = {u.baseline: u for u in data.speedups()}
+    ups = {u.baseline: u for u in data.speedups}
     rows, classes = [], []
     for c in data.validation:
         u = ups.get(c.name)
+        # each seed's tokens to reach the baseline, as the pipeline measured them
+        need = " / ".join("not reached" if s.tokens_to_reach is None else format_tokens(s.tokens_to_reach)
+                          for _, s in u.seeds) if u is not None and u.seeds else "-"
         if c.name == data.predicted:
             up_text, need = "(this mixture)", "-"
-        elif u is None or u.speedup is None:
-            up_text, need = '<span class="bad">not reached</span>', "-"
+        elif u is None:
+            up_text = "-"
+        elif u.mean is None:
+            up_text = '<span class="bad">not reached</span>'
         else:
-            cls = "good" if u.speedup > 0 else "bad"
-            up_text = f'<span class="{cls}">{u.speedup:+.1%}</span>'
-            need = _e(format_tokens(u.tokens_to_reach))
+            up_text = f'<span class="{"good" if u.mean > 0 else "bad"}">{u.mean:+.1%}</span>'
+        need = _e(need)
         trained = format_tokens(c.tokens[-1]) if c.tokens else "-"
         rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text, _gain_cell(data.gains.get(c.name))])
         classes.append("predicted" if c.name == data.predicted else "")
     header = ["mixture", f"final {data.objective_label}", "tokens trained",
-              f"tokens {data.predicted} needs to match", f"speed-up of {data.predicted}",
+              f"tokens {data.predicted} needs to match (per seed)", f"speed-up of {data.predicted} (mean over seeds)",
               f"gain of {data.predicted} (95% CI over seeds): verdict"]
     from autoscale.speedup import describe_smoothing
 
@@ -330,7 +334,7 @@ def draw_plots(data: ReportData) -> dict[str, bytes]:
         images["fits.png"] = plot_fits(data.fits, data.domains)
     if data.validation:
         images["validation.png"] = plot_validation(
-            data.validation, data.predicted, data.objective_label, data.smoothing
+            data.validation, data.predicted, data.objective_label, data.smoothing, data.speedups
         )
     return images
 

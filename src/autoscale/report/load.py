@@ -21,12 +21,13 @@ from autoscale.mixture import Mixture
 from autoscale.report.results import (
     CurveFit,
     MethodSummary,
+    RecordedSpeedUp,
     ReportData,
     ValidationCurve,
     WeightsAtBudget,
     format_tokens,
 )
-from autoscale.speedup import curve_tokens
+from autoscale.speedup import SpeedUp, curve_tokens
 
 # -- the shapes of the files the report reads ------------------------------------------------------
 # field (dotted for nested objects) -> the JSON type it must have when present and not null
@@ -258,7 +259,20 @@ def load_experiment(directory: str | Path) -> ReportData:
                if isinstance(g, dict) and "baseline" in g and g.get("of", predicted) == predicted},
         methods=_methods(rows, folder.summary) if len(rows) > 1 else (),
         downstream=dict((validation.get("downstream") or {}).get("mixtures") or {}),
+        speedups=_speedups(validation, predicted, folder.validation),
     )
+
+
+def _speedups(validation: Mapping[str, Any], predicted: str, path: Path) -> tuple[RecordedSpeedUp, ...]:
+    """The predicted mixture's speed-ups as the pipeline recorded them: the mean per baseline
+    (``speedup_means``; records before several methods: ``speedup_mean``) and each seed's."""
+    means = validation.get("speedup_means") or {predicted: validation.get("speedup_mean") or {}}
+    with _malformed(path):
+        seeds = [(int(s.get("seed", 0)), SpeedUp(**{k: s.get(k) for k in SpeedUp.__dataclass_fields__}))
+                 for s in validation.get("speedups") or [] if s.get("method", predicted) == predicted]
+        return tuple(RecordedSpeedUp(str(b), None if v is None else float(v),
+                                     tuple((seed, u) for seed, u in seeds if u.baseline == b))
+                     for b, v in (means.get(predicted) or {}).items())
 
 
 def _methods(rows: Mapping[str, Any], path: Path) -> tuple[MethodSummary, ...]:

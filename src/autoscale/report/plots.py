@@ -21,13 +21,12 @@ from autoscale.errors import AutoscaleError
 from autoscale.report.results import (
     CurveFit,
     MethodSummary,
+    RecordedSpeedUp,
     ValidationCurve,
     WeightsAtBudget,
     format_tokens,
-    speedup,
     validation_line,
 )
-from autoscale.speedup import SpeedUp
 
 DPI = 110
 # text.parse_math off: labels are user text (domain and mixture names), never mathtext; a name
@@ -239,15 +238,17 @@ def plot_validation(
     predicted: str,
     objective_label: str = "validation objective",
     smoothing: float = 0.0,
+    speedups: Sequence[RecordedSpeedUp] = (),
 ) -> bytes:
     """Validation objective vs training tokens for every mixture at the target budget.
 
     Markers are the measured points (mean over seeds); lines are the curves smoothed as the speed-ups
     see them (`autoscale.speedup.smooth` with weight ``smoothing``; 0: through the points).
     The evaluation before training is a marker only (usually above the zoomed axis, then noted). The
-    legend's "final" is the measured final objective. For each baseline, a dashed horizontal line marks
-    its final smoothed objective and a star on the predicted curve marks where the predicted mixture
-    first reaches it; the box lists the speed-ups (share of the baseline's tokens saved). Returns PNG bytes.
+    legend's "final" is the measured final objective. ``speedups`` are the pipeline's (per seed, from
+    validation.json): for each baseline a dashed horizontal line marks its final smoothed objective
+    and a star where the predicted mixture reaches it (both the mean over seeds); the box lists the
+    mean speed-ups (share of the baseline's tokens saved). Returns PNG bytes.
     """
     if not curves:
         raise AutoscaleError("validation plot: no validation curves to draw")
@@ -268,24 +269,20 @@ def plot_validation(
                 label=f"{c.name} (final {c.final:.4g})", zorder=4 if is_pred else 2)
         ax.plot(c.tokens, c.objective, linestyle="none", marker="D" if is_pred else "o", ms=4.5 if is_pred else 4,
                 color=colors[c.name], markeredgecolor="white", markeredgewidth=0.6, zorder=5 if is_pred else 3)
-    ups: list[SpeedUp] = []
-    if pred is not None:
-        for c in curves:
-            if c.name == predicted:
-                continue
-            up = speedup(pred, c, smoothing)
-            ups.append(up)
-            start = up.tokens_to_reach if up.tokens_to_reach is not None else c.tokens[0]
-            ax.hlines(up.baseline_final, start, c.tokens[-1], colors=[colors[c.name]], linestyles="--", lw=1.0)
-            if up.tokens_to_reach is not None:
-                ax.plot([up.tokens_to_reach], [up.baseline_final], marker="*", ms=13, color=colors[c.name],
-                        markeredgecolor="black", zorder=6)
+    by_name = {c.name: c for c in curves}
+    ups = [u for u in speedups if u.baseline in by_name] if pred is not None else []
+    for u in ups:
+        c, level, reach = by_name[u.baseline], u.mean_of("baseline_final"), u.mean_of("tokens_to_reach")
+        if level is None:
+            continue
+        ax.hlines(level, reach if reach is not None else c.tokens[0], c.tokens[-1], colors=[colors[c.name]],
+                  linestyles="--", lw=1.0)
+        if reach is not None:
+            ax.plot([reach], [level], marker="*", ms=13, color=colors[c.name], markeredgecolor="black", zorder=6)
     # the speed-ups go in a box in the corner so they never overlap the curves' ends
     if ups:
-        lines = [
-            f"vs {u.baseline}: " + (f"{u.speedup:+.0%} tokens saved" if u.speedup is not None else "not reached")
-            for u in ups
-        ]
+        lines = [f"vs {u.baseline}: " + (f"{u.mean:+.0%} tokens saved" if u.mean is not None else "not reached")
+                 for u in ups]
         ax.text(0.99, 0.98, "speed-up of " + predicted + "\n" + "\n".join(lines), transform=ax.transAxes,
                 ha="right", va="top", fontsize=8.5, family="monospace",
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})

@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autoscale.errors import AutoscaleError
 from autoscale.speedup import SpeedUp, smooth
-from autoscale.speedup import speedup as _speedup
 
 
 @dataclass(frozen=True)
@@ -90,16 +88,21 @@ class ValidationCurve:
     domain_finals: Mapping[str, float] = field(default_factory=dict)
 
 
-def speedup(curve: ValidationCurve, baseline: ValidationCurve, smoothing: float = 0.0) -> SpeedUp:
-    """Speed-up of ``curve`` over ``baseline`` in training tokens: the pipeline's `autoscale.speedup`,
-    both curves smoothed alike with weight ``smoothing`` (0: as measured), as the plot draws them.
-    """
-    if not curve.tokens or not baseline.tokens:
-        raise AutoscaleError(f"validation curve of {curve.name!r} or {baseline.name!r} has no points")
-    return _speedup(
-        (curve.tokens, curve.objective), (baseline.tokens, baseline.objective),
-        smoothing=smoothing, names=(curve.name, baseline.name),
-    )
+@dataclass(frozen=True)
+class RecordedSpeedUp:
+    """The predicted mixture's speed-up over one baseline as validation.json records it: computed
+    once, by the pipeline, per seed (`autoscale.speedup`). ``mean``: over the seeds, None when a seed
+    never reached the baseline; ``seeds``: (seed, its SpeedUp), in the record's order."""
+
+    baseline: str
+    mean: float | None
+    seeds: tuple[tuple[int, SpeedUp], ...] = ()
+
+    def mean_of(self, field: str) -> float | None:
+        """The mean over seeds of one field of their SpeedUps (where the plot marks it); None when
+        a seed lacks it."""
+        values = [getattr(u, field) for _, u in self.seeds]
+        return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
 def validation_line(curve: ValidationCurve, smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +150,8 @@ class ReportData:
         notes: free lines shown under the title (warnings from fits and extrapolation, settings).
         facts: key -> value pairs shown in a small table (proxy model, corpus, wall time...).
         smoothing: weight of the smoothing of validation curves (`autoscale.speedup.smooth`)
-            for the plot and the speed-ups (0: as measured).
+            for the plot, as the pipeline smoothed them for the speed-ups (0: as measured).
+        speedups: the predicted mixture's speed-up over each baseline, from validation.json.
         noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
         gains: baseline -> the predicted mixture's paired gain over it (``autoscale.gain.Gain.to_dict()``).
         methods: the mixing methods compared (empty or one: no comparison table).
@@ -169,20 +173,11 @@ class ReportData:
     gains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     methods: tuple[MethodSummary, ...] = ()
     downstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    def speedups(self) -> tuple[SpeedUp, ...]:
-        """Speed-up of the predicted mixture against every other validated mixture (tokens)."""
-        pred = self.predicted_curve()
-        if pred is None:
-            return ()
-        return tuple(speedup(pred, c, self.smoothing) for c in self.validation if c.name != self.predicted)
+    speedups: tuple[RecordedSpeedUp, ...] = ()
 
     def smoothed(self, curve: ValidationCurve) -> np.ndarray:
         """``curve``'s objective smoothed as the speed-ups see it."""
         return smooth(curve.tokens, curve.objective, self.smoothing)
-
-    def predicted_curve(self) -> ValidationCurve | None:
-        return next((c for c in self.validation if c.name == self.predicted), None)
 
 
 def format_tokens(n: float) -> str:
