@@ -168,7 +168,9 @@ def _validation_table(data: ReportData) -> str:
               f"gain of {data.predicted} (95% CI over seeds): verdict"]
     from autoscale.speedup import describe_smoothing
 
-    note = (f"<p>Speed-ups in training tokens, on the mean curve over seeds, smoothed as the plot's lines: "
+    note = (f"<p>Speed-ups in training tokens, as the pipeline measured them (validation.json): per seed, on "
+            f"that seed's curves, then the mean over seeds (not reached by one seed: not reached); the curves "
+            f"smoothed as the plot's lines: "
             f"{_e(describe_smoothing(data.smoothing))}. "
             + " ".join(f"<b>{_e(n)}</b>: {_e(b.description)}." for n, b in BASELINES.items()
                        if any(c.name == n for c in data.validation)) + "</p>")
