@@ -210,9 +210,12 @@ def study(out: Path, say, corpora=tuple(CORPORA), train: bool = True) -> list[di
 
 
 def measured(out: Path, say, corpora: str = "all", train: bool = True) -> list[dict]:
-    """The rows the rule needs: small-targets first (measured, or RECORDED with ``corpora="full"``),
-    then the full corpus when small-targets does not decide."""
-    first = list(RECORDED) if corpora == "full" else study(out, say, ("small-targets",), train)
+    """The rows the rule needs: small-targets first (measured; RECORDED with ``corpora="full"``, or
+    when reading without training a workspace where it has not finished), then the full corpus when
+    small-targets does not decide."""
+    first = study(out, say, ("small-targets",), train) if corpora == "all" else []
+    if not first and (corpora == "full" or not train):
+        first = list(RECORDED)
     if choose(first) is not None:
         return first
     return first + study(out, say, ("full",), train)

@@ -74,9 +74,7 @@ def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) 
     from autoscale.experiment.pipeline import run_experiment
 
     started = time.perf_counter()
-    # without a finished small-targets study here, headroom.py ran with --corpora full (its carried rows)
-    carried = not headroom.study(headroom_dir, say, ("small-targets",), train=False)
-    rows = headroom.measured(headroom_dir, say, "full" if carried else "all", train=False)
+    rows = headroom.measured(headroom_dir, say, train=False)
     chosen = headroom.choose(rows)
     if chosen is None:
         raise SystemExit("the headroom study has not chosen the objective yet: run bench/headroom.py first")

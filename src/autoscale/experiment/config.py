@@ -390,11 +390,10 @@ class _Experiment(_Strict):
                 raise AutoscaleError(
                     f"{where}: unknown domain {unknown[0]!r} (domains: {', '.join(domains)})"
                 )
-        for name, settings in self.method_settings.items():
-            base = getattr(settings, "base", None)
-            missing = [d for d in domains if base.get(d, 0) <= 0] if isinstance(base, dict) else []
+        for where, mapping in named:
+            missing = [d for d in domains if mapping.get(d, 0) <= 0] if where.endswith(".base") else []
             if missing:
-                raise AutoscaleError(f"{METHODS[name].section}.base: domain {missing[0]!r} needs a positive weight")
+                raise AutoscaleError(f"{where}: domain {missing[0]!r} needs a positive weight")
 
 
 def experiment_model() -> type[_Experiment]:
