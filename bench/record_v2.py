@@ -52,6 +52,7 @@ import headroom
 from _common import bench_command, machine, write_section
 
 from autoscale.experiment.folder import ExperimentFolder
+from autoscale.experiment.records import SummaryRecord, ValidationRecord, dump
 from autoscale.gain import Gain, paired_gain
 from autoscale.recipes.bench import BenchPlan, _finals_and_curves, _held_out
 from autoscale.recipes.demo import _BYTES_L2, _TRAIN, DEMO_DOMAINS, DemoPlan, demo_config, write_config
@@ -97,8 +98,9 @@ def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) 
         _reuse_runs(record, held, say)  # its N1 runs are the record's
     experiment("heldout", demo_config(plan, corpus, plan.domains, output="heldout", seed=0,
                                       budgets=(plan.budgets[0], mid), validate=False))
-    return {"plan": plan, "chosen": chosen, "rows": rows, "summary": record.read_json(record.summary),
-            "validation": record.read_json(record.validation),
+    summary = record.read_record(record.summary, SummaryRecord)
+    return {"plan": plan, "chosen": chosen, "rows": rows, "summary": None if summary is None else dump(summary),
+            "validation": record.read_record(record.validation, ValidationRecord),
             "held_out": _held_out(out / "record", out / "heldout", plan.budgets, mid),
             "ddo": {b: record.read_json(path) for b, path in record.search_records("autoscale")},
             "wall_time_s": time.perf_counter() - started, "directory": out}
@@ -169,8 +171,8 @@ def report(r: dict[str, Any], command: str) -> str:
         "### 4. Mixtures at the target (weights)", "",
         "| mixture | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains),
     ]
-    for name, mixture in (r["validation"].get("mixtures") or {}).items():
-        lines.append(f"| {name} | " + " | ".join(f"{mixture['weights'][d]:.3f}" for d in domains) + " |")
+    for name, mixture in r["validation"].mixtures.items():
+        lines.append(f"| {name} | " + " | ".join(f"{mixture.weights[d]:.3f}" for d in domains) + " |")
     lines.append(f"| law at {format_tokens(held.budget)} | " + " | ".join(f"{held.predicted[d]:.3f}" for d in domains)
                  + " |")
     lines.append(f"| DDO at {format_tokens(held.budget)} | " + " | ".join(f"{held.measured[d]:.3f}" for d in domains)

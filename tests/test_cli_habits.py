@@ -139,7 +139,7 @@ def test_run_prints_one_line_per_finished_run_when_not_on_a_terminal(tmp_path, c
                         "validate": [1, 2, 3]}
     assert "ddo 1000000: 7 runs" in lines
     assert not any(ch in err for ch in "━\r\x1b")  # no progress bars, no terminal control codes
-    assert "AutoScale mixtures" in out  # the results stay on stdout
+    assert "Mixtures (weights)" in out  # the results stay on stdout
 
     # rerun: everything is reused, the stages say so, no run line
     code, out, err = cli(capsys, "run", config)

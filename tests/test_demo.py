@@ -42,7 +42,7 @@ def quick_demo(tmp_path_factory):
 
 def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_demo):
     folder, out = quick_demo
-    target = json.loads((folder / "experiment" / "target.json").read_text())["mixture"]
+    target = json.loads((folder / "experiment" / "autoscale_target.json").read_text())["mixture"]
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
     assert {"DDO at 25k", "DDO at 100k", "predicted", "uniform", "natural", "DDO 100k reused", "llama-style"} <= set(rows)
     # the predicted row carries the extrapolated weights of target.json
@@ -136,7 +136,7 @@ def test_quick_bench_decides_with_intervals_and_resumes_without_training_again(t
     # searches 1 and 2 used disjoint seeds; the oracle was fitted at the target
     s1 = json.loads((folder / "search-1" / "summary.json").read_text())
     assert s1["validation"]["final_objective"]["predicted-2"]
-    assert (folder / "oracle" / "runs_80000.csv").is_file()
+    assert (folder / "oracle" / "autoscale_runs_80000.csv").is_file()
     runs = sorted(folder.glob("*/runs/*/metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
     again = autoscale("bench", "--quick", "--dir", str(folder), "--out", str(record), "--quiet")

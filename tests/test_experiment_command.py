@@ -115,12 +115,12 @@ def test_external_trainer_through_the_pipeline_with_one_malformed_metrics_json(s
         assert "metrics.json" in failed[0].error
         assert all(r.attempts == 1 for r in runs.runs() if r.status == "completed")
         assert len(runs.runs()) == 2 * 10 + 2  # 1 + 3x3 runs per budget; predicted and uniform
-    ddo = json.loads((directory / "ddo_8000.json").read_text())
+    ddo = json.loads((directory / "autoscale_8000.json").read_text())
     assert list(ddo["failed"]) == ["web-x0.5"] and len(ddo["runs"]) == 10
-    assert len((directory / "runs_8000.csv").read_text().splitlines()) == 1 + 9
+    assert len((directory / "autoscale_runs_8000.csv").read_text().splitlines()) == 1 + 9
     validation = json.loads((directory / "validation.json").read_text())
     assert [s["baseline"] for s in validation["speedups"]] == ["uniform"]
-    target = json.loads((directory / "target.json").read_text())
+    target = json.loads((directory / "autoscale_target.json").read_text())
     assert target["mixture"]["budget"] == pytest.approx(32000)
     cap = json.loads((directory / "experiment.json").read_text())["caps"]["web"]
     assert target["bounded"] == {"web": "cap"} and target["mixture"]["tokens"]["web"] == pytest.approx(cap)
@@ -141,7 +141,7 @@ def test_external_trainer_through_the_pipeline_with_one_malformed_metrics_json(s
         assert after[failed[0].key].attempts == 3
         assert all(after[k].attempts == 1 for k, r in before.items() if r.status == "completed")
         assert [after[k].uses for k in set(after) - set(before)] == [(("validate", "predicted"),)]
-    assert len((directory / "runs_8000.csv").read_text().splitlines()) == 1 + 10
+    assert len((directory / "autoscale_runs_8000.csv").read_text().splitlines()) == 1 + 10
 
 
 def test_a_domain_left_with_two_points_is_one_clear_error(store, tmp_path, capsys):

@@ -42,11 +42,11 @@ def test_encoder_proxy_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "encoder"
 
     for budget in BUDGETS:
-        ddo = json.loads((out / f"ddo_{budget}.json").read_text())
+        ddo = json.loads((out / f"autoscale_{budget}.json").read_text())
         assert list(ddo["mixture"]["weights"]) == DOMAINS
         assert sum(ddo["mixture"]["weights"].values()) == pytest.approx(1.0)
         assert set(ddo["fits"]) == set(DOMAINS)
-    target = json.loads((out / "target.json").read_text())
+    target = json.loads((out / "autoscale_target.json").read_text())
     assert target["mixture"]["budget"] == pytest.approx(TARGET)
     validation = json.loads((out / "validation.json").read_text())
     assert set(validation["runs"]) == {"predicted", "uniform"}

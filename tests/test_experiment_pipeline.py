@@ -65,7 +65,7 @@ def runs_by_key(directory: Path):
 def ddo_keys(directory: Path) -> set[str]:
     keys = set()
     for b in BUDGETS:
-        keys |= set(read_json(directory / f"ddo_{b}.json")["runs"].values())
+        keys |= set(read_json(directory / f"autoscale_{b}.json")["runs"].values())
     return keys
 
 
@@ -84,21 +84,21 @@ def reference(tmp_path_factory) -> Path:
 
 def test_end_to_end_gives_ddo_mixtures_a_target_mixture_and_speedups(reference):
     for budget in BUDGETS:
-        ddo = read_json(reference / f"ddo_{budget}.json")
+        ddo = read_json(reference / f"autoscale_{budget}.json")
         weights = ddo["mixture"]["weights"]
         assert list(weights) == DOMAINS
         assert sum(weights.values()) == pytest.approx(1.0)
         assert ddo["mixture"]["budget"] == pytest.approx(budget)
         assert set(ddo["fits"]) == set(DOMAINS) and all(f["b"] > 0 for f in ddo["fits"].values())
         # the runs table holds the tokens each run actually trained and its validation numbers
-        table = RunsTable.read_csv(reference / f"runs_{budget}.csv")
+        table = RunsTable.read_csv(reference / f"autoscale_runs_{budget}.csv")
         assert table.n_runs == 7 and table.filled
         runs = runs_by_key(reference)
         for i, name in enumerate(table.runs):
             trained = runs[ddo["runs"][name]].metrics["tokens_per_domain"]
             assert [trained[d] for d in DOMAINS] == table.tokens[i].tolist()
 
-    target = read_json(reference / "target.json")
+    target = read_json(reference / "autoscale_target.json")
     assert target["mixture"]["budget"] == pytest.approx(TARGET)
     assert sum(target["mixture"]["weights"].values()) == pytest.approx(1.0)
 
@@ -123,7 +123,7 @@ def test_end_to_end_gives_ddo_mixtures_a_target_mixture_and_speedups(reference):
 
     summary = read_json(reference / "summary.json")
     assert summary["runs"] == {"completed": 14 + 5}
-    assert summary["target"]["weights"] == target["mixture"]["weights"]
+    assert summary["methods"]["autoscale"]["target"]["weights"] == target["mixture"]["weights"]
     assert all(r.attempts == 1 for r in runs_by_key(reference).values())
 
 
@@ -140,27 +140,27 @@ def test_status_lists_stages_and_runs(reference, capsys):
 
 
 def test_rerun_trains_nothing_and_gives_the_same_mixture(reference, tmp_path):
-    before = read_json(reference / "target.json")["mixture"]
+    before = read_json(reference / "autoscale_target.json")["mixture"]
     config = reference.parent / "reference.yaml"
     assert run_cli("run", str(config), "--quiet") == 0
     assert all(r.attempts == 1 for r in runs_by_key(reference).values())
-    assert read_json(reference / "target.json")["mixture"] == before
+    assert read_json(reference / "autoscale_target.json")["mixture"] == before
 
 
 def test_changed_config_reuses_every_run_whose_key_is_unchanged(reference, tmp_path):
     # Copy the finished experiment, then change the perturbation ratios: 3 -> 2.
     directory = tmp_path / "changed"
     shutil.copytree(reference, directory, ignore=shutil.ignore_patterns(".lock"))
-    (directory / "ddo_6000.json").write_text("{}")  # as if an earlier config had a 6000-token budget
+    (directory / "autoscale_6000.json").write_text("{}")  # as if an earlier config had a 6000-token budget
     config = write_config(tmp_path / "changed.yaml", reference.parent / "store", ddo={"ratios": [0.2, 2.0]})
     assert run_cli("run", str(config), "--quiet") == 0
     # the files describe this config only: no stale budget, no validation of another target
-    assert sorted(p.name for p in directory.glob("ddo_*.json")) == ["ddo_12000.json", "ddo_24000.json"]
+    assert sorted(p.name for p in directory.glob("autoscale_[0-9]*.json")) == ["autoscale_12000.json", "autoscale_24000.json"]
     assert not (directory / "validation.json").exists()
     runs = runs_by_key(directory)
     for budget in BUDGETS:
-        old = read_json(reference / f"ddo_{budget}.json")["runs"]
-        new = read_json(directory / f"ddo_{budget}.json")["runs"]
+        old = read_json(reference / f"autoscale_{budget}.json")["runs"]
+        new = read_json(directory / f"autoscale_{budget}.json")["runs"]
         assert set(new) == {"base", *(f"{d}-x{r}" for r in ("0.2", "2") for d in DOMAINS)}
         for name in ("base", "web-x0.2", "code-x0.2", "books-x0.2"):
             assert new[name] == old[name]  # same key: reused, not trained again
@@ -262,9 +262,9 @@ def test_kill_9_then_ctrl_c_then_rerun_trains_no_finished_run_again(reference, t
 
     # the same mixtures as the uninterrupted experiment, to the last bit
     for budget in BUDGETS:
-        assert read_json(directory / f"ddo_{budget}.json")["mixture"] == read_json(
-            reference / f"ddo_{budget}.json")["mixture"]
-    assert read_json(directory / "target.json")["mixture"] == read_json(reference / "target.json")["mixture"]
+        assert read_json(directory / f"autoscale_{budget}.json")["mixture"] == read_json(
+            reference / f"autoscale_{budget}.json")["mixture"]
+    assert read_json(directory / "autoscale_target.json")["mixture"] == read_json(reference / "autoscale_target.json")["mixture"]
 
 
 def test_ray_with_two_local_workers_matches_the_inline_executor(reference, tmp_path):
@@ -280,9 +280,9 @@ def test_ray_with_two_local_workers_matches_the_inline_executor(reference, tmp_p
         assert run.metrics["final"] == inline[key].metrics["final"]
         assert run.metrics["curve"] == inline[key].metrics["curve"]
     for budget in BUDGETS:
-        assert read_json(directory / f"ddo_{budget}.json")["mixture"] == read_json(
-            reference / f"ddo_{budget}.json")["mixture"]
-    assert read_json(directory / "target.json")["mixture"] == read_json(reference / "target.json")["mixture"]
+        assert read_json(directory / f"autoscale_{budget}.json")["mixture"] == read_json(
+            reference / f"autoscale_{budget}.json")["mixture"]
+    assert read_json(directory / "autoscale_target.json")["mixture"] == read_json(reference / "autoscale_target.json")["mixture"]
     # two workers really ran at once: some two runs overlap in time
     spans = sorted((r.started_at, r.finished_at) for r in on_ray.values())
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
@@ -321,4 +321,4 @@ def test_a_crashed_and_a_diverged_run_are_retried_then_succeed(reference, tmp_pa
     # the retried runs trained from scratch give the reference's numbers
     inline = runs_by_key(reference)
     assert all(r.metrics["final"] == inline[k].metrics["final"] for k, r in retried.items())
-    assert os.path.exists(directory / "target.json")
+    assert os.path.exists(directory / "autoscale_target.json")

@@ -60,10 +60,10 @@ def read_json(path: Path):
 
 def test_every_design_point_is_trained_with_three_seeds(finished):
     for budget in BUDGETS:
-        table = RunsTable.read_csv(finished / f"runs_{budget}.csv")
+        table = RunsTable.read_csv(finished / f"autoscale_runs_{budget}.csv")
         assert sorted(set(table.seeds.tolist())) == [10, 11, 12]  # seed, seed+1, seed+2
         assert table.n_runs == 3 * 7 and table.replicates == 3
-        record = read_json(finished / f"ddo_{budget}.json")
+        record = read_json(finished / f"autoscale_{budget}.json")
         assert len(record["runs"]) == 21 and "base seed 11" in record["runs"]
         noise = record["noise"]
         assert noise["replicates"] == 3 and noise["paired"] and 0 < noise["noise"] < 0.1
@@ -76,15 +76,15 @@ def test_every_design_point_is_trained_with_three_seeds(finished):
 
 
 def test_the_target_has_intervals_from_the_paired_draws(finished):
-    target = read_json(finished / "target.json")
+    target = read_json(finished / "autoscale_target.json")
     assert set(target["intervals"]) == set(DOMAINS)
     assert len(target["draws"]) >= 30
     weights = target["mixture"]["weights"]
     inside = [target["intervals"][d][0] - 1e-9 <= weights[d] <= target["intervals"][d][1] + 1e-9 for d in DOMAINS]
     assert sum(inside) >= 2  # a point estimate may sit at an interval's edge, not outside all of them
     summary = read_json(finished / "summary.json")
-    assert summary["target"]["intervals"] == target["intervals"]
-    assert [d["replicates"] for d in summary["ddo"]] == [3, 3]
+    assert summary["methods"]["autoscale"]["target"]["intervals"] == target["intervals"]
+    assert [d["replicates"] for d in summary["methods"]["autoscale"]["searched"]] == [3, 3]
 
 
 def test_status_counts_the_replicates_and_gives_design_advice(finished, capsys):
@@ -141,10 +141,10 @@ def test_kill_9_mid_replicates_resumes_without_retraining(finished, tmp_path):
     assert all(runs[k].attempts == 1 for k in done), "a finished run was trained again"
     # its runs have other keys (the command, with --sleep, is in the key) but the world is deterministic
     for budget in BUDGETS:
-        a = read_json(directory / f"ddo_{budget}.json")["mixture"]["weights"]
-        b = read_json(finished / f"ddo_{budget}.json")["mixture"]["weights"]
+        a = read_json(directory / f"autoscale_{budget}.json")["mixture"]["weights"]
+        b = read_json(finished / f"autoscale_{budget}.json")["mixture"]["weights"]
         assert a == pytest.approx(b, abs=1e-12)
-    assert read_json(directory / "target.json")["intervals"] == read_json(finished / "target.json")["intervals"]
+    assert read_json(directory / "autoscale_target.json")["intervals"] == read_json(finished / "autoscale_target.json")["intervals"]
 
 
 @pytest.mark.parametrize("value, message", [

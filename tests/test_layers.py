@@ -18,3 +18,35 @@ def test_pure_cores_import_nothing_above_them():
             f"print(sorted(m for m in sys.modules if m.startswith({ABOVE!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+# (module, name) pairs allowed to spell AutoScale's name: the program's own name, and the trainer
+# identity inside run keys (not a method name: changing it would train every finished run again)
+ALLOWED = {("cli/__init__.py", "autoscale"), ("experiment/setup.py", "autoscale")}
+
+
+def test_only_the_registry_and_the_old_folder_reader_know_autoscale_by_name():
+    """Outside the method registry (methods/) and the reader of old folders (experiment/legacy.py),
+    no module of report/, cli/ or experiment/ holds AutoScale's name or its mixture's name as a value."""
+    import ast
+    from pathlib import Path
+
+    import autoscale
+    from autoscale.methods import METHODS
+
+    names = {METHODS["autoscale"].name, METHODS["autoscale"].mixture}
+    root = Path(autoscale.__file__).parent
+    found = []
+    for path in sorted(p for part in ("report", "cli", "experiment") for p in (root / part).rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "experiment/legacy.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
+                    and (rel, node.value) not in ALLOWED):
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert len(names) == 2 and not found, found

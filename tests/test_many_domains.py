@@ -63,8 +63,7 @@ def world_config(root: Path, m: int, *, objective: dict | None = None, trained: 
 
 
 def weights_of(folder: Path, method: str) -> dict[str, float]:
-    name = "target.json" if method == "autoscale" else f"{method}_target.json"
-    return json.loads((folder / name).read_text())["mixture"]["weights"]
+    return json.loads((folder / f"{method}_target.json").read_text())["mixture"]["weights"]
 
 
 @pytest.mark.parametrize("m", [7, 24])
@@ -83,7 +82,7 @@ def test_every_method_finishes_within_its_floors_at_many_domains(tmp_path, capsy
             assert min(weights.values()) >= 0.2 / m - 1e-9, (method, min(weights.values()))
         gains[method] = world.gain(weights, TARGET)
     for budget in (SEARCH // 4, SEARCH):  # AutoScale's DDO optima keep the floor: 0.2 x the uniform base
-        ddo = json.loads((folder / f"ddo_{budget}.json").read_text())["mixture"]["weights"]
+        ddo = json.loads((folder / f"autoscale_{budget}.json").read_text())["mixture"]["weights"]
         assert min(ddo.values()) >= 0.2 / m - 1e-9
     assert min(weights_of(folder, "autoscale").values()) > 0
     optimum = world.gain(world.optimum(TARGET), TARGET)

@@ -122,8 +122,8 @@ def test_every_method_end_to_end_on_the_fixture_corpus(tmp_path):
     path.write_text(yaml.safe_dump(config))
     assert run_cli("run", str(path), "--quiet") == 0
     out = tmp_path / "five"
-    for name in ("target.json", "regmix_target.json", "dml_target.json", "doremi_target.json", "runs_24000.csv",
-                 "regmix_runs_24000.csv", "dml_runs_24000.csv", "ddo_24000.json", "regmix_24000.json",
+    for name in ("autoscale_target.json", "regmix_target.json", "dml_target.json", "doremi_target.json", "autoscale_runs_24000.csv",
+                 "regmix_runs_24000.csv", "dml_runs_24000.csv", "autoscale_24000.json", "regmix_24000.json",
                  "dml_24000.json", "doremi_24000.json", "mixture-law_target.json", "mixture-law_runs_6000.csv",
                  "mixture-law_24000.json"):
         assert (out / name).exists(), name
@@ -136,10 +136,10 @@ def test_every_method_end_to_end_on_the_fixture_corpus(tmp_path):
     summary = read_json(out / "summary.json")
     assert list(summary["methods"]) == ["autoscale", "regmix", "dml", "doremi", "mixture-law"]
     assert len(summary["domains"]) == 5
-    for name in ("target.json", "regmix_target.json", "dml_target.json", "doremi_target.json", "mixture-law_target.json"):
+    for name in ("autoscale_target.json", "regmix_target.json", "dml_target.json", "doremi_target.json", "mixture-law_target.json"):
         weights = read_json(out / name)["mixture"]["weights"]
         assert len(weights) == 5 and sum(weights.values()) == pytest.approx(1.0)
-        if name != "target.json":  # the methods' floor, 0.2 / m (AutoScale's law moves past its DDO floors)
+        if name != "autoscale_target.json":  # the methods' floor, 0.2 / m (AutoScale's law moves past its DDO floors)
             assert min(weights.values()) >= 0.2 / 5 - 1e-9, name
     # the law's 7 mixtures at 24k tokens are dml's 7 (the same sampler and seed): trained once
     law = summary["methods"]["mixture-law"]

@@ -295,4 +295,4 @@ def test_two_nodes_on_this_machine_run_an_experiment_through_executor_address(st
     runs = finished_runs(tmp_path / "cluster")
     assert len(runs) == 10
     assert all(r.status == "completed" and r.attempts == 1 for r in runs)
-    assert (tmp_path / "cluster" / "target.json").exists()
+    assert (tmp_path / "cluster" / "autoscale_target.json").exists()

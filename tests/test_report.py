@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from autoscale.errors import AutoscaleError
+from autoscale.experiment.records import ValidationRecord, parse
 from autoscale.report import plots
 from autoscale.report.html import PLOTS, render_html, write_report
 from autoscale.report.load import _speedups
@@ -72,6 +73,7 @@ def example_data():
                            "verdict": "win"},
                "natural": {"baseline": "natural", "mean": 0.004, "interval": [-0.01, 0.018], "seeds": 3,
                            "verdict": "not distinguishable"}},
+        featured="predicted",
         objective_label="mean validation loss",
         notes=("fit warning: wiki pinned at the floor",),
     )
@@ -87,13 +89,15 @@ def test_speedups_are_read_from_the_validation_record_not_recomputed(tmp_path):
                  "baseline_tokens": 1e6, "baseline_final": 3.0, "method_final": 2.9, "smoothing": "none", "seed": seed}
                 for seed, s, t in ((0, 0.2, 8e5), (1, 0.3, 7e5))]
     other = dict(per_seed[0], method="regmix")  # another method's: not the predicted mixture's
-    validation = {"speedups": [*per_seed, other], "speedup_means": {"predicted": {"uniform": 0.25, "natural": None}}}
-    ups = {u.baseline: u for u in _speedups(validation, "predicted", tmp_path / "validation.json")}
+    validation = parse(ValidationRecord, {"mixtures": {}, "runs": {}, "speedups": [*per_seed, other],
+                                          "speedup_means": {"predicted": {"uniform": 0.25, "natural": None}}}, "v")
+    ups = {u.baseline: u for u in _speedups(validation, "predicted")}
     assert ups["uniform"].mean == 0.25 and ups["natural"].mean is None
     assert [seed for seed, _ in ups["uniform"].seeds] == [0, 1]
     assert ups["uniform"].mean_of("tokens_to_reach") == pytest.approx(7.5e5)
     # a record of the single-method days: speedup_mean only
-    old = _speedups({"speedup_mean": {"uniform": 0.1}}, "predicted", tmp_path / "validation.json")
+    old = _speedups(parse(ValidationRecord, {"mixtures": {}, "runs": {}, "speedup_mean": {"uniform": 0.1}}, "v"),
+                    "predicted")
     assert [(u.baseline, u.mean, u.seeds) for u in old] == [("uniform", 0.1, ())]
     # the page shows the recorded numbers: 25.0% here, though the example curves would give another figure
     data = dataclasses.replace(example_data(), speedups=tuple(ups.values()))
@@ -166,7 +170,7 @@ def test_validation_plot_draws_the_measured_points_with_lines_on_them(monkeypatc
     # smoothing as the pipeline's default; the first point (before training) is 100x the final value
     data = dataclasses.replace(example_data(), smoothing=0.6)
     figures = drawn_figures(monkeypatch)
-    plot_validation(data.validation, data.predicted, "perplexity", data.smoothing)
+    plot_validation(data.validation, data.featured, "perplexity", data.smoothing)
     [ax] = figures[0].axes
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     for c in data.validation:
@@ -249,7 +253,7 @@ def test_html_has_final_perplexity_per_validation_domain():
     assert re.findall(r'<th>(\w+)</th>', table) == list(DOMAINS)
     uniform = re.search(r'<td class="name">uniform</td>(.*?)</tr>', table).group(1)
     assert re.findall(r"<td>(.*?)</td>", uniform) == ["2.05", "2.15", "2.25", "2.35"]
-    predicted = re.search(r'<tr class="predicted"><td class="name">predicted</td>(.*?)</tr>', table).group(1)
+    predicted = re.search(r'<tr class="featured"><td class="name">predicted</td>(.*?)</tr>', table).group(1)
     assert '<span class="good">2</span>' in predicted  # the lowest of its domain
 
 
@@ -267,7 +271,7 @@ def finished_experiment(tmp_path_factory):
 
 
 @pytest.mark.parametrize("content", ["[]", "{}", '{"runs": 5}'])
-@pytest.mark.parametrize("name", ["ddo_1000000.json", "target.json", "validation.json", "experiment.json"])
+@pytest.mark.parametrize("name", ["autoscale_1000000.json", "autoscale_target.json", "validation.json", "experiment.json"])
 def test_report_names_a_malformed_file_and_its_problem(finished_experiment, tmp_path, capsys, name, content):
     import shutil
 
@@ -295,12 +299,17 @@ def test_report_of_the_intact_folder_and_deeper_problems(finished_experiment, tm
     assert run_cli("report", str(folder), "--out", str(tmp_path / "report")) == 0  # the control
     capsys.readouterr()
     cases = {
-        "target.json": ({"mixture": {"tokens": {"web": 1e308, "code": 1e308}}}, "a mixture's total must be finite"),
-        "ddo_4000000.json": ({"mixture": {"tokens": {"web": 1, "code": 2}}, "fits": {"web": 5}}, "malformed"),
-        "validation.json": ({"runs": {"predicted": [5]}, "mixtures": {}}, "malformed"),
+        "autoscale_target.json": ({"mixture": {"tokens": {"web": 1e308, "code": 1e308}}}, "a mixture's total must be finite"),
+        "autoscale_4000000.json": ({"budget": 4e6, "mixture": {"tokens": {"web": 1, "code": 2}}, "fits": {"web": 5}},
+                             "field 'fits.web' must be a valid dictionary, got a number"),
+        "validation.json": ({"runs": {"predicted": [5]}, "mixtures": {}},
+                            "field 'runs.predicted.0' must be a valid dictionary, got a number"),
         "experiment.json": ({"config": {"ddo": {"budgets": ["many"]}}, "domains": ["web"]},
-                            "field 'config.ddo.budgets' must be a list of numbers, got a list holding a string"),
-        "summary.json": ({"target": {"budget": "big"}}, "field 'target.budget' must be a number, got a string"),
+                            "field 'config.ddo.budgets.0' must be a valid number, got a string"),
+        "summary.json": ({"schema_version": 2, "domains": ["web"], "methods": {"autoscale": {
+            "mixture": "predicted", "weights": {"web": 1.0}, "target_budget": "big", "search_runs": 1,
+            "search_tokens": 1, "search_vs_target": 1}}},
+            "field 'methods.autoscale.target_budget' must be a valid number, got a string"),
     }
     for name, (record, message) in cases.items():
         original = (folder / name).read_text()

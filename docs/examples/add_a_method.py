@@ -75,6 +75,10 @@ class BestOf(Method):  # subclassing Method gives the optional attributes their 
         done = [r for stage in runs.values() for r in stage if r.status == "completed" and r.metrics]
         best = min(done, key=lambda r: ctx.objective.of(r.metrics["final"]))
         mixture = Mixture.from_weights(best.planned.tokens, ctx.target or 4 * settings.budget)
-        record = {"best_run": best.planned.label, "objective": ctx.objective.of(best.metrics["final"])}
+        # a search record holds its budget, the mixture found there and its runs' keys; the rest is ours
+        record = {"budget": float(settings.budget),
+                  "mixture": Mixture.from_weights(best.planned.tokens, float(settings.budget)).to_dict(),
+                  "runs": {r.planned.label: r.key for r in done},
+                  "best_run": best.planned.label, "objective": ctx.objective.of(best.metrics["final"])}
         return MethodResult(mixture, (Artefact("record", record, float(settings.budget)),
                                       Artefact("result", {"mixture": mixture.to_dict(), "method": self.name})))

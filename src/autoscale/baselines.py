@@ -106,3 +106,6 @@ BASELINES: dict[str, Baseline] = {b.name: b for b in (
     Baseline("llama-style", "the LLaMA-1 pre-training weights mapped onto the domains (LLAMA_TO_DEMO)",
              lambda domains, _n: llama_style(domains)),
 )}
+
+#: the comparisons validated when target.compare is not given (one a method offers only when it runs)
+DEFAULT_COMPARE = ("uniform", "natural", "ddo")

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("autoscale.cli.train", "evaluate", "Score a run on downstream tasks (lm-evaluation-harness)."),
     "run": ("autoscale.cli.experiment", "run", "Run an AutoScale experiment end to end (resumable)."),
     "status": ("autoscale.cli.experiment", "status", "Show what an experiment has done, is running, failed."),
+    "schema": ("autoscale.cli.experiment", "schema", "Write the JSON Schemas of metrics.json and the result files."),
     "report": ("autoscale.cli.report", "report", "Write plots and an HTML report for an experiment."),
     "demo": ("autoscale.cli.report", "demo", "Run AutoScale on the embedded demo corpus."),
     "bench": ("autoscale.cli.report", "bench", "Benchmark of record: validation with several seeds."),

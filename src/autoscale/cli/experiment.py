@@ -74,52 +74,56 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def _print_result(result: Any) -> None:
+    """Each method's mixtures (its search optima with intervals, then its mixture at the target),
+    search compute, held domains, and the validation's speed-ups and gains, from summary.json's record."""
     console = Console()
+    summary = result.summary
     domains = list(result.target.domains)
-    table = Table(title=f"{'AutoScale mixtures' if len(result.mixtures) < 2 else 'Mixtures'} (weights) - {result.directory}")
+    table = Table(title=f"Mixtures (weights) - {result.directory}")
     table.add_column("mixture")
     table.add_column("tokens", justify="right")
     for d in domains:
         table.add_column(d, justify="right")
-    ddo_rows = {float(r["budget"]): r for r in result.summary.get("ddo") or []}
-    for budget, mixture in result.ddo.items():
-        table.add_row(f"DDO {budget:.4g}", f"{mixture.budget:.4g}", *(f"{mixture.weights[d]:.3f}" for d in domains))
-        ci = (ddo_rows.get(float(budget)) or {}).get("intervals") or {}
-        if ci:
-            table.add_row("  95% interval", "", *(f"{ci[d][0]:.3f}-{ci[d][1]:.3f}" for d in domains))
-    t = result.target
-    if not result.mixtures or "predicted" in result.mixtures:  # AutoScale ran
-        table.add_row("predicted", f"{t.budget:.4g}", *(f"{t.weights[d]:.3f}" for d in domains), style="bold")
-    intervals = (result.summary.get("target") or {}).get("intervals") or {}
-    if intervals:
-        table.add_row("  95% interval", "", *(f"{intervals[d][0]:.3f}-{intervals[d][1]:.3f}" for d in domains))
-    for name, m in result.mixtures.items():  # the other methods' mixtures
-        if name != "predicted":
-            table.add_row(name, f"{m.budget:.4g}", *(f"{m.weights[d]:.3f}" for d in domains), style="bold")
+
+    def interval_row(intervals: Any) -> None:
+        if intervals:
+            table.add_row("  95% interval", "", *(f"{intervals[d][0]:.3f}-{intervals[d][1]:.3f}" for d in domains))
+
+    for name, entry in summary.methods.items():
+        for searched in entry.searched:
+            table.add_row("search", f"{searched.budget:.4g}",
+                          *(f"{searched.weights[d]:.3f}" for d in domains))
+            interval_row(searched.intervals)
+        m = result.mixtures[name]
+        table.add_row(entry.mixture, f"{m.budget:.4g}", *(f"{m.weights[d]:.3f}" for d in domains), style="bold")
+        interval_row(entry.target.intervals if entry.target else {})
     console.print(table)
-    methods = result.summary.get("methods") or {}
-    if len(methods) > 1:
+    if len(summary.methods) > 1:
         console.print("search compute (a run two designs share is trained once, charged to both):")
-        for name, e in methods.items():
-            console.print(f"  {name}: {e['search_runs']} runs, {e['search_tokens']:.4g} tokens "
-                          f"({e['search_vs_target']:.1f} x one target run; {e['shared_tokens']:.4g} shared)")
-    held = (result.summary.get("target") or {}).get("held") or {}
-    if held:
-        console.print(f"held at their base share (effects not distinguishable from noise): {', '.join(held)}")
-    validation = result.summary.get("validation") or {}
-    means = validation.get("speedup_means") or {"predicted": validation.get("speedup_mean") or {}}
+        for name, e in summary.methods.items():
+            console.print(f"  {name}: {e.search_runs} runs, {e.search_tokens:.4g} tokens "
+                          f"({e.search_vs_target:.1f} x one target run; {e.shared_tokens:.4g} shared)")
+    for name, e in summary.methods.items():
+        if e.target and e.target.held:
+            console.print(f"{name}: held at their base share (effects not distinguishable from noise): "
+                          f"{', '.join(e.target.held)}")
+    validation = summary.validation
+    if validation is None:
+        return
+    featured = next(iter(summary.methods.values())).mixture
+    means = validation.speedup_means or {featured: validation.speedup_mean}
     for of, by_baseline in means.items():
         if by_baseline:
-            console.print(f"speed-up of the {of} mixture (smoothing: {validation['smoothing']}):")
+            console.print(f"speed-up of the {of} mixture (smoothing: {validation.smoothing}):")
         for baseline, value in by_baseline.items():
             console.print(f"  over {baseline}: {'not reached' if value is None else f'{value:+.1%}'}")
-        for g in validation.get("gains") or []:
-            if g.get("of", "predicted") != of:
+        for g in validation.gains:
+            if (g.of or featured) != of:
                 continue
-            ci = "" if g["interval"] is None else f" [{g['interval'][0]:+.1%}, {g['interval'][1]:+.1%}]"
-            console.print(f"  gain in the final objective over {g['baseline']}: {g['mean']:+.1%}{ci} "
-                          f"({g['seeds']} seed{'s' * (g['seeds'] != 1)}): {g['verdict']}")
-    for problem in validation.get("problems", []):
+            ci = "" if g.interval is None else f" [{g.interval[0]:+.1%}, {g.interval[1]:+.1%}]"
+            console.print(f"  gain in the final objective over {g.baseline}: {g.mean:+.1%}{ci} "
+                          f"({g.seeds} seed{'s' * (g.seeds != 1)}): {g.verdict}")
+    for problem in validation.problems:
         console.print(f"[red]validation: {problem}[/red]")
 
 
@@ -310,3 +314,20 @@ def status(directory: str, as_json: bool) -> None:
     if info["totals"].get("failed"):
         console.print("failed runs are tried again by the next `autoscale run`")
 
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False), default="docs/schema", show_default=True,
+              help="Folder for the <file>.schema.json files.")
+def schema(out: str) -> None:
+    """Write the JSON Schemas of metrics.json (what your trainer writes for `executor: command`) and of
+    the files `autoscale run` writes (experiment.json, summary.json, validation.json, each method's
+    records): the typed records of `autoscale.experiment.records`."""
+    from autoscale.atomic import write_text_atomic
+    from autoscale.experiment.records import schemas
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in schemas().items():
+        write_text_atomic(folder / name, json.dumps(content, indent=2, sort_keys=True) + "\n")
+        click.echo(str(folder / name))

@@ -93,9 +93,9 @@ from pydantic import (
     model_validator,
 )
 
-from autoscale.baselines import BASELINES
+from autoscale.baselines import BASELINES, DEFAULT_COMPARE
 from autoscale.errors import AutoscaleError
-from autoscale.methods import METHODS
+from autoscale.methods import DEFAULT_METHODS, METHODS
 from autoscale.methods.autoscale import DDOConfig  # noqa: F401  (AutoScale's section, importable from here)
 from autoscale.settings import Strict as _Strict
 from autoscale.settings import Tokens
@@ -104,8 +104,6 @@ from autoscale.settings import check_weights as _check_weights
 from autoscale.train.config import ProxyConfig, WholeTokens
 from autoscale.yamlfile import read_yaml
 
-#: the comparisons validated when target.compare is not given (one a method offers only when it runs)
-BUILTIN_COMPARISONS = ("uniform", "natural", "ddo")
 #: names a user mixture may not take: the baselines' and the methods' own mixtures
 RESERVED_NAMES = (*BASELINES, *(m.mixture for m in METHODS.values()), *METHODS)
 # What a command template may refer to; `tokens` and `weights` are indexed by domain: {tokens[web]}.
@@ -269,7 +267,7 @@ class _Experiment(_Strict):
     output: Path | None = None
     data: DataConfig
     proxy: ProxyConfig = ProxyConfig()
-    methods: list[str] = Field(["autoscale"], min_length=1, description="mixing methods to run and compare")
+    methods: list[str] = Field(list(DEFAULT_METHODS), min_length=1, description="mixing methods to run and compare")
     objective: ObjectiveConfig = ObjectiveConfig()
     target: TargetConfig = TargetConfig()
     executor: ExecutorConfig = ExecutorConfig()
@@ -358,7 +356,7 @@ class _Experiment(_Strict):
         """The baselines validated beside the methods' mixtures (``target.compare`` or the default)."""
         if self.target.compare is not None:
             return list(self.target.compare)
-        return [b for b in BUILTIN_COMPARISONS if BASELINES[b].weights is not None or b in self.offered]
+        return [b for b in DEFAULT_COMPARE if BASELINES[b].weights is not None or b in self.offered]
 
     @property
     def seeds(self) -> list[int]:

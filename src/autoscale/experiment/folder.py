@@ -9,20 +9,22 @@ Layout (`autoscale run` writes it; the report, the bench, `autoscale status` rea
     DIR/runs/<key16>/            one folder per run (first 16 hex digits of its key):
                                  metrics.json, checkpoint.pt while unfinished, mixture.json and
                                  stdout.log/stderr.log (command executor), progress.json
-    DIR/runs_<budget>.csv        AutoScale: the DDO runs table at <budget> tokens (completed runs;
-                                 tokens actually trained; eval.<domain> = its final validation metric)
-    DIR/ddo_<budget>.json        AutoScale: the DDO result at <budget> (fits, allocation, noise...)
-    DIR/target.json              AutoScale: the extrapolated mixture at the target
-    DIR/<method>_runs_<budget>.csv, DIR/<method>_<budget>.json, DIR/<method>_target.json
-                                 the same three for every other method (regmix, dml, ...): its search
-                                 runs, its fit at the search budget, its mixture at the target
+    DIR/<method>_runs_<budget>.csv  a method's search runs at <budget> tokens as a runs table (completed
+                                 runs; tokens actually trained; eval.<domain> = its final validation
+                                 metric); AutoScale's: its DDO runs at each DDO budget
+    DIR/<method>_<budget>.json   its fit at that search budget (AutoScale: the DDO record: fits,
+                                 allocation, noise...)
+    DIR/<method>_target.json     its mixture at the target (AutoScale: the extrapolated mixture)
     DIR/validation.json          per validated mixture and seed: run key, run dir, tokens, final
                                  objective and perplexities, curve; speed-ups in training tokens; gains
-    DIR/summary.json             the numbers of the report: domains, every method's mixtures and
-                                 search compute, validation, run counts, timings
+    DIR/summary.json             the numbers of the report: domains, every method's entry (mixture,
+                                 search compute, what it says of its search and target), validation,
+                                 run counts, timings
 
-The files describe the last `autoscale run`: those of methods or budgets no longer configured are
-removed (`remove_stale`). ``<budget>`` is the integer token count.
+The JSON files are typed records (`autoscale.experiment.records`). The files describe the last
+`autoscale run`: those of methods or budgets no longer configured are removed (`remove_stale`).
+``<budget>`` is the integer token count. A folder written before typed records is read through
+`autoscale.experiment.legacy` (its AutoScale files had other names).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 
 from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
+from autoscale.experiment import legacy, records
 from autoscale.tokens import budget_name
 
 EXPERIMENT = "experiment.json"
@@ -48,7 +51,6 @@ LOCK = ".lock"
 RUNS = "runs"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"  # a run's checkpoint; kept after the run when its weights are wanted
-AUTOSCALE = "autoscale"  # its files keep their historic names: runs_<b>.csv, ddo_<b>.json, target.json
 
 
 class ExperimentFolder:
@@ -84,17 +86,15 @@ class ExperimentFolder:
 
     def runs_table(self, method: str, budget: float) -> Path:
         """A method's search runs at ``budget`` as a runs table (CSV)."""
-        prefix = "" if method == AUTOSCALE else f"{method}_"
-        return self.path / f"{prefix}runs_{budget_name(budget)}.csv"
+        return self.path / f"{method}_runs_{budget_name(budget)}.csv"
 
     def search_record(self, method: str, budget: float) -> Path:
         """A method's fit at one search budget (JSON)."""
-        prefix = "ddo" if method == AUTOSCALE else method
-        return self.path / f"{prefix}_{budget_name(budget)}.json"
+        return self.path / f"{method}_{budget_name(budget)}.json"
 
     def method_result(self, method: str) -> Path:
         """A method's mixture at the target (JSON)."""
-        return self.path / ("target.json" if method == AUTOSCALE else f"{method}_target.json")
+        return self.path / f"{method}_target.json"
 
     def artefact(self, method: str, kind: str, budget: float | None = None) -> Path:
         """Where a method's artefact of ``kind`` goes: "table" and "record" (per search budget), "result"."""
@@ -104,14 +104,24 @@ class ExperimentFolder:
             raise ValueError(f"a {kind} artefact needs its budget")
         return self.runs_table(method, budget) if kind == "table" else self.search_record(method, budget)
 
+    def existing(self, method: str, kind: str, budget: float | None = None) -> Path:
+        """Where to read a method's artefact: its name, or the name an older autoscale gave it when
+        only that file exists (`autoscale.experiment.legacy`)."""
+        path = self.artefact(method, kind, budget)
+        old = legacy.old_artefact(self.path, method, kind, budget)
+        return old if old is not None and old.exists() and not path.exists() else path
+
     def search_records(self, method: str) -> list[tuple[int, Path]]:
-        """(budget, path) of a method's search records present, by increasing budget."""
-        return sorted(self._budget_files(method, "record"))
+        """(budget, path) of a method's search records present, by increasing budget (under an
+        older autoscale's names where only those exist)."""
+        found = dict(legacy.old_budget_files(self.path, method, "record"))
+        found.update(self._budget_files(method, "record"))
+        return sorted(found.items())
 
     def _budget_files(self, method: str, kind: str) -> Iterable[tuple[int, Path]]:
         pattern = {
-            "record": rf"^{'ddo' if method == AUTOSCALE else re.escape(method)}_(\d+)\.json$",
-            "table": rf"^{'' if method == AUTOSCALE else re.escape(method) + '_'}runs_(\d+)\.csv$",
+            "record": rf"^{re.escape(method)}_(\d+)\.json$",
+            "table": rf"^{re.escape(method)}_runs_(\d+)\.csv$",
         }[kind]
         if not self.path.is_dir():
             return
@@ -145,6 +155,23 @@ class ExperimentFolder:
     def write_json(self, path: Path, data: Any) -> None:
         """Atomic: a temporary file beside ``path``, then rename (a reader never sees half a file)."""
         write_text_atomic(path, json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
+
+    def write_record(self, path: Path, kind: type[records.R], data: Any) -> records.R:
+        """``data`` checked as a ``kind`` record, then written (atomically); returns the record."""
+        record = records.parse(kind, plain(data), f"writing {path.name}")
+        self.write_json(path, records.dump(record))
+        return record
+
+    def read_record(self, path: Path, kind: type[records.R]) -> records.R | None:
+        """The ``kind`` record in ``path`` (None when there is no such file); one line naming the
+        file when it is unreadable or not a ``kind``. summary.json of an older autoscale is read in
+        the current layout (`autoscale.experiment.legacy`)."""
+        data = self.read_json(path)
+        if data is None:
+            return None
+        if kind is records.SummaryRecord:
+            data = legacy.summary(data)
+        return records.parse(kind, data, repr(str(path)))
 
     def read_table(self, path: Path) -> Any:
         """The runs table in ``path`` (an `autoscale.ddo.runs.RunsTable`), None when absent."""

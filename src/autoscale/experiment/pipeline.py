@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autoscale.errors import AutoscaleError
+from autoscale.experiment import legacy
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.folder import ExperimentFolder
+from autoscale.experiment.records import ExperimentRecord, MethodRecord, SearchRecord, SummaryRecord
 from autoscale.experiment.runstore import RunStore, experiment_lock
 from autoscale.experiment.scheduler import Note, Reporter, Scheduler
 from autoscale.experiment.setup import context, experiment_record, setup_experiment
@@ -53,18 +55,22 @@ from autoscale.speedup import SpeedUp
 class ExperimentResult:
     """What `run_experiment` produced; the files in ``directory`` hold the same and more.
 
-    ``mixtures``: method -> its mixture at the target; ``ddo``: AutoScale's budget (tokens) ->
-    optimal mixture (empty without AutoScale); ``target``: AutoScale's extrapolated mixture (else
-    the first method's); ``speedups``: each method's mixture against each baseline (one per
-    baseline and seed).
+    ``mixtures``: method -> its mixture at the target, in the config's order (the first is the
+    featured one, ``target``); ``searched``: method -> search budget (tokens) -> the optimum it found
+    there (AutoScale: its DDO optima); ``speedups``: each method's mixture against each baseline (one
+    per baseline and seed); ``summary``: summary.json's record.
     """
 
     directory: Path
-    ddo: Mapping[float, Mixture]
-    target: Mixture
+    mixtures: Mapping[str, Mixture]
+    searched: Mapping[str, Mapping[float, Mixture]]
+    summary: SummaryRecord
     speedups: tuple[SpeedUp, ...] = ()
-    summary: Mapping[str, Any] = field(default_factory=dict)
-    mixtures: Mapping[str, Mixture] = field(default_factory=dict)
+
+    @property
+    def target(self) -> Mixture:
+        """The featured method's mixture at the target."""
+        return next(iter(self.mixtures.values()))
 
 
 def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None,
@@ -92,7 +98,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None,
         stale = store.interrupt_running("stopped: the previous `autoscale run` ended while this run trained")
         if stale:
             report(Note(f"{len(stale)} run(s) left running by an earlier invocation will resume"))
-        folder.write_json(folder.experiment, experiment_record(config, setup))
+        folder.write_record(folder.experiment, ExperimentRecord, experiment_record(config, setup))
         pipe = _Pipeline(Scheduler(config, setup, store, folder, report), contexts, plans, retrain_unkept)
         try:
             return pipe.run()
@@ -125,10 +131,12 @@ class _Pipeline:
             if artefact.kind == "table":
                 artefact.data.to_csv(path)
             else:
-                self.folder.write_json(path, artefact.data)
+                kind = SearchRecord if artefact.kind == "record" else MethodRecord
+                self.folder.write_record(path, kind, artefact.data)
 
     def run(self) -> ExperimentResult:
         settings = self.config.method_settings
+        legacy.upgrade(self.folder.path)  # a folder of an older autoscale: its files under today's names
         # the folder shows one experiment: files of methods or budgets no longer configured go
         self.folder.remove_stale({n: METHODS[n].search_budgets(s) for n, s in settings.items()}, METHODS)
         results: dict[str, MethodResult] = {}
@@ -142,10 +150,8 @@ class _Pipeline:
         else:
             self.folder.validation.unlink(missing_ok=True)  # it would describe another target
         summary = write_summary(self.runs, results, self.search_runs, validation, self.started)
-        first = results.get("autoscale") or next(iter(results.values()))
-        return ExperimentResult(self.folder.path, dict(results["autoscale"].searched) if "autoscale" in results else {},
-                                first.mixture, tuple(speedups), summary,
-                                {METHODS[n].mixture: r.mixture for n, r in results.items()})
+        return ExperimentResult(self.folder.path, {n: r.mixture for n, r in results.items()},
+                                {n: dict(r.searched) for n, r in results.items()}, summary, tuple(speedups))
 
     # --- stage 1: each method's search ------------------------------------------------------------
 

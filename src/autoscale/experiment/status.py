@@ -6,7 +6,6 @@ it, with the stage records and the JSON files the pipeline wrote, into plain JSO
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -96,35 +95,48 @@ def _read_store(path: Path) -> tuple[list[RunRecord], list[StageRecord]]:
 
 
 def _ddo_summaries(directory: Path) -> list[dict[str, Any]]:
-    """Noise, held domains and design advice of each finished DDO budget (from ddo_<budget>.json)."""
-    from autoscale.experiment.folder import AUTOSCALE, ExperimentFolder
+    """Noise, held domains and design advice of each finished DDO budget: every search record that
+    is a DDO record, of the configured methods and the registry's."""
+    from autoscale.experiment.folder import ExperimentFolder
+    from autoscale.experiment.records import DDORecord, ExperimentRecord, SearchRecord
+    from autoscale.methods import METHODS
 
+    folder = ExperimentFolder(directory)
+    try:
+        experiment = folder.read_record(folder.experiment, ExperimentRecord)
+    except AutoscaleError:
+        experiment = None  # being written: status shows what it can
+    configured = (experiment.config.methods or []) if experiment is not None else []
     out = []
-    for _, path in ExperimentFolder(directory).search_records(AUTOSCALE):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            budget = float(record["budget"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # being written, or not ours: status shows what it can
-        noise = record.get("noise") if isinstance(record.get("noise"), dict) else {}
-        out.append({
-            "budget": budget, "file": path.name, "replicates": noise.get("replicates", 1),
-            "noise": noise.get("noise"), "held": record.get("held") or {}, "needed": noise.get("needed") or {},
-            "cost": noise.get("cost") or {}, "predicted_gain": record.get("predicted_gain"),
-            "predicted_gain_se": record.get("predicted_gain_se"), "intervals": record.get("intervals") or {},
-            "weights": (record.get("mixture") or {}).get("weights") or {},
-        })
-    return sorted(out, key=lambda d: d["budget"])
+    for method in dict.fromkeys([*configured, *METHODS]):
+        for _, path in folder.search_records(method):
+            try:
+                record = folder.read_record(path, SearchRecord)
+            except AutoscaleError:
+                continue  # being written, or not ours: status shows what it can
+            if not isinstance(record, DDORecord):
+                continue
+            noise = record.noise or {}
+            out.append({
+                "method": method, "budget": float(record.budget), "file": path.name,
+                "replicates": noise.get("replicates", 1), "noise": noise.get("noise"), "held": record.held or {},
+                "needed": noise.get("needed") or {}, "cost": noise.get("cost") or {},
+                "predicted_gain": record.predicted_gain, "predicted_gain_se": record.predicted_gain_se,
+                "intervals": record.intervals, "weights": record.mixture.weights,
+            })
+    return sorted(out, key=lambda d: (d["method"], d["budget"]))
 
 
 def _downstream(directory: Path) -> dict[str, Any]:
     """Downstream scores per validated mixture (validation.json), when evaluated."""
     from autoscale.experiment.folder import ExperimentFolder
+    from autoscale.experiment.records import ValidationRecord, dump
 
     folder = ExperimentFolder(directory)
     try:
-        record = folder.read_json(folder.validation) or {}
+        record = folder.read_record(folder.validation, ValidationRecord)
     except AutoscaleError:
         return {}  # being written: status shows what it can
-    downstream = record.get("downstream") if isinstance(record, dict) else None
-    return dict(downstream.get("mixtures") or {}) if isinstance(downstream, dict) else {}
+    if record is None or record.downstream is None:
+        return {}
+    return {name: dump(scores) for name, scores in record.downstream.mixtures.items()}

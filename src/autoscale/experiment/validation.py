@@ -17,6 +17,7 @@ from autoscale.baselines import BASELINES
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.executors import RunJob
 from autoscale.experiment.folder import CHECKPOINT, METRICS
+from autoscale.experiment.records import ValidationRecord
 from autoscale.experiment.scheduler import Note, Scheduler
 from autoscale.experiment.setup import natural
 from autoscale.methods import METHODS
@@ -40,7 +41,8 @@ def comparison_mixtures(sched: Scheduler, results: Mapping[str, MethodResult]) -
         out[name] = Mixture.from_weights({d: float(weights.get(d, 0.0)) for d in sched.setup.domains}, budget)
     return out
 
-def validate(sched: Scheduler, results: Mapping[str, MethodResult], retrain_unkept: bool = False) -> tuple[dict[str, Any], list[SpeedUp]]:
+def validate(sched: Scheduler, results: Mapping[str, MethodResult],
+             retrain_unkept: bool = False) -> tuple[ValidationRecord, list[SpeedUp]]:
     stage = "validate"
     sched.store.set_stage(stage, "running")
     mixtures = comparison_mixtures(sched, results)
@@ -112,11 +114,11 @@ def validate(sched: Scheduler, results: Mapping[str, MethodResult], retrain_unke
     }
     if tasks is not None:
         record["downstream"] = downstream(sched, jobs)
-    sched.folder.write_json(sched.folder.validation, record)
+    written = sched.folder.write_record(sched.folder.validation, ValidationRecord, record)
     means = ", ".join(f"{b} {'not reached' if v is None else f'{v:+.1%}'}" for b, v in record["speedup_mean"].items())
     sched.stage_done(stage, "failed" if problems else "completed",
                     "; ".join(problems) if problems else f"speed-up of {own[0]} over {means}")
-    return record, [s for _, s in speedups]
+    return written, [s for _, s in speedups]
 
 def check_kept_weights(sched: Scheduler, jobs: Sequence[RunJob], retrain_unkept: bool) -> None:
     """Validation runs that finished without weights (before target.downstream was set): one

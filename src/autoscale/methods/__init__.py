@@ -16,6 +16,8 @@ from autoscale.methods.mixture_law import MixtureLawMethod
 from autoscale.methods.regmix import RegMix
 
 METHODS: dict[str, Method] = {m.name: m for m in (AutoScale(), RegMix(), DataMixingLaws(), DoReMi(), MixtureLawMethod())}
+#: what a config without ``methods:`` runs (and what folders written before ``methods:`` existed ran)
+DEFAULT_METHODS = (AutoScale.name,)
 
 
 def register(method: Method) -> Method:

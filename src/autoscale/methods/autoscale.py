@@ -184,7 +184,7 @@ class AutoScale(Method):
         }))
         done.append(("extrapolate", weights_line(ex.mixture), tuple(ex.warnings)))
         summary = {
-            "ddo": summary_ddo,
+            "searched": summary_ddo,
             "target": {"budget": ex.mixture.budget, "weights": ex.mixture.weights, "tokens": dict(ex.mixture.tokens),
                        "s": ex.s, "method": ex.method, "warnings": list(ex.warnings), "held": dict(ex.held),
                        "intervals": {d: list(v) for d, v in intervals.items()}},

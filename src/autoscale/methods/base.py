@@ -99,8 +99,9 @@ class FinishedRun:
 
 @dataclass(frozen=True)
 class Artefact:
-    """A file a method produces: ``kind`` table (a RunsTable), record (JSON at ``budget``) or
-    result (JSON: the mixture at the target); the experiment folder names it."""
+    """A file a method produces: ``kind`` table (a RunsTable), record (JSON at ``budget``: at least
+    ``budget`` and the ``mixture`` found there, `autoscale.experiment.records.SearchRecord`) or
+    result (JSON: the ``mixture`` at the target, `MethodRecord`); the experiment folder names it."""
 
     kind: Literal["table", "record", "result"]
     data: Any
@@ -111,7 +112,10 @@ class Artefact:
 class MethodResult:
     """A method's answer: its ``mixture`` at the target budget, the optima it found on the way
     (``searched``: budget -> mixture), mixtures it offers as baselines (AutoScale: its DDO optimum
-    reused), its ``artefacts``, ``summary`` (JSON, into summary.json) and ``notes`` (warnings)."""
+    reused), its ``artefacts``, ``summary`` (JSON added to its entry in summary.json:
+    `autoscale.experiment.records.MethodEntry`'s ``searched`` (its optimum at each search budget) and
+    ``target`` (its mixture at the target with intervals and held domains), or fields of its own) and
+    ``notes`` (warnings)."""
 
     mixture: Mixture
     artefacts: tuple[Artefact, ...] = ()

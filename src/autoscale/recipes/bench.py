@@ -45,7 +45,8 @@ import numpy as np
 
 from autoscale.ddo.plan import design_tokens
 from autoscale.errors import AutoscaleError
-from autoscale.experiment.folder import AUTOSCALE, METRICS, ExperimentFolder
+from autoscale.experiment.folder import METRICS, ExperimentFolder
+from autoscale.experiment.records import DDORecord, ExperimentRecord, ValidationRecord, dump
 from autoscale.gain import Gain, paired_gain
 from autoscale.recipes.demo import (
     _BYTES_L2,
@@ -57,10 +58,12 @@ from autoscale.recipes.demo import (
     write_config,
 )
 from autoscale.report.results import format_tokens
+from autoscale.tokens import budget_name
 
 #: The authors' held-out check (METHOD.md; L1 distance of weights at a budget between the two).
 PAPER_HELD_OUT_L1 = 0.053
 #: The paper's headline speed-ups at the target (GPT-2 Large, ~10B tokens).
+AUTOSCALE = "autoscale"  # the method the benchmark measures
 PAPER_SPEEDUP = {"uniform": 0.38, "llama-style": 0.28}
 
 
@@ -266,7 +269,7 @@ def run_bench(
     extra = {"oracle": oracle.mixture.weights}
     for i, r in searches.items():
         extra[mixture_of_search("predicted", i)] = r.target.weights
-        extra[mixture_of_search("ddo", i)] = list(r.ddo.values())[-1].weights
+        extra[mixture_of_search("ddo", i)] = list(r.searched[AUTOSCALE].values())[-1].weights
     note("search 1 and the validation at the target")
     _, first = experiment("search-1", seed=plan.search_seed(0), mixtures=extra)
     searches[0] = first
@@ -277,19 +280,21 @@ def run_bench(
     held = _held_out(out / "search-1", out / "heldout", p.budgets, mid)
 
     search1 = ExperimentFolder(out / "search-1")
-    validation = search1.read_json(search1.validation)
+    validation = search1.read_record(search1.validation, ValidationRecord)
+    record = search1.read_record(search1.experiment, ExperimentRecord)
+    if validation is None or record is None:
+        raise AutoscaleError(f"{str(search1.path)!r}: the validation at the target has not finished")
     finals, curves = _finals_and_curves(validation)
-    gains, per_search, ups = compare(finals, curves, plan.searches, validation.get("smoothing_weight", p.smoothing))
+    gains, per_search, ups = compare(finals, curves, plan.searches, validation.smoothing_weight)
     oracle_gain = paired_gain("uniform", finals.get("oracle", {}), finals.get("uniform", {}))
-    record = search1.read_json(search1.experiment)
     return BenchResult(
         plan=plan, domains=tuple(domains), seeds=tuple(p.seeds),
         predicted={i: r.target.weights for i, r in sorted(searches.items())},
-        ddo={i: {b: m.weights for b, m in r.ddo.items()} for i, r in sorted(searches.items())},
-        oracle=oracle.mixture.weights, natural=_shares(record.get("unique_tokens") or {}),
+        ddo={i: {b: m.weights for b, m in r.searched[AUTOSCALE].items()} for i, r in sorted(searches.items())},
+        oracle=oracle.mixture.weights, natural=_shares(record.unique_tokens or {}),
         finals=finals, gains=gains, search_gains=per_search, speedups=ups, oracle_gain=oracle_gain,
         held_out=held, search_tokens=_ddo_tokens(search1, p.budgets),
-        unique_tokens=record.get("unique_tokens") or {}, wall_time_s=time.perf_counter() - started,
+        unique_tokens=record.unique_tokens or {}, wall_time_s=time.perf_counter() - started,
         directory=out, machine=machine_facts(), params=_params(validation),
     )
 
@@ -298,13 +303,14 @@ def _oracle_fit(config: Any, folder: Path, budget: float) -> Any:
     """DDO fitted on the runs at ``budget`` alone, with the experiment's own options."""
     from autoscale.ddo.fit import fit_ddo
 
-    table = ExperimentFolder(folder).read_table(ExperimentFolder(folder).runs_table(AUTOSCALE, budget))
+    table = ExperimentFolder(folder).read_table(ExperimentFolder(folder).existing(AUTOSCALE, "table", budget))
     return fit_ddo(table, min_ratio=config.ddo.min_ratio, max_tokens=_caps(folder),
                    bootstrap=config.ddo.bootstrap, seed=config.seed)
 
 
 def _caps(folder: Path) -> dict[str, float] | None:
-    return ExperimentFolder(folder).read_json(ExperimentFolder(folder).experiment).get("caps")
+    record = ExperimentFolder(folder).read_record(ExperimentFolder(folder).experiment, ExperimentRecord)
+    return None if record is None or record.caps is None else dict(record.caps)
 
 
 def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float) -> HeldOut:
@@ -314,9 +320,12 @@ def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float)
     from autoscale.mixture import Mixture
 
     def ddo(folder: Path, budget: float) -> tuple[Mixture, np.ndarray | None]:
-        data = ExperimentFolder(folder).read_json(ExperimentFolder(folder).search_record(AUTOSCALE, budget))
-        mixture = Mixture.from_dict(data["mixture"])
-        raw = data.get("bootstrap_draws")
+        experiment = ExperimentFolder(folder)
+        data = experiment.read_record(experiment.existing(AUTOSCALE, "record", budget), DDORecord)
+        if data is None:
+            raise AutoscaleError(f"{str(folder)!r} has no DDO record at {budget_name(budget)} tokens")
+        mixture = Mixture.from_dict(dump(data.mixture))
+        raw = (data.model_extra or {}).get("bootstrap_draws")
         return mixture, (draws_from_rows(raw, len(mixture.domains)) if raw else None)
 
     (m1, d1), (m2, d2) = ddo(search, budgets[0]), ddo(search, budgets[1])
@@ -334,15 +343,15 @@ def _held_out(search: Path, heldout: Path, budgets: Sequence[float], mid: float)
     return HeldOut(mid, measured.weights, predicted.weights, interval)
 
 
-def _finals_and_curves(validation: Mapping[str, Any]) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, Any]]]:
+def _finals_and_curves(validation: ValidationRecord) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, Any]]]:
     finals: dict[str, dict[int, float]] = {}
     curves: dict[str, dict[int, Any]] = {}
-    for name, entries in (validation.get("runs") or {}).items():
+    for name, entries in validation.runs.items():
         for e in entries:
-            if e.get("final_objective") is not None:
-                finals.setdefault(name, {})[int(e["seed"])] = float(e["final_objective"])
-            if e.get("curve"):
-                curves.setdefault(name, {})[int(e["seed"])] = (e["curve"]["tokens"], e["curve"]["objective"])
+            if e.final_objective is not None:
+                finals.setdefault(name, {})[e.seed] = float(e.final_objective)
+            if e.curve:
+                curves.setdefault(name, {})[e.seed] = (e.curve.tokens, e.curve.objective)
     return finals, curves
 
 
@@ -394,12 +403,12 @@ def _shares(unique: Mapping[str, float]) -> dict[str, float]:
     return {d: float(n) / total for d, n in unique.items()}
 
 
-def _params(validation: Mapping[str, Any]) -> int | None:
+def _params(validation: ValidationRecord) -> int | None:
     """The proxy's parameter count, from one validation run's metrics.json."""
-    for runs in (validation.get("runs") or {}).values():
+    for runs in validation.runs.values():
         for entry in runs:
             try:
-                metrics = json.loads((Path(entry["run_dir"]) / METRICS).read_text(encoding="utf-8"))
+                metrics = json.loads((Path(str(entry.run_dir)) / METRICS).read_text(encoding="utf-8"))
                 return int(metrics["params"])
             except (KeyError, OSError, TypeError, ValueError):
                 continue
@@ -408,4 +417,4 @@ def _params(validation: Mapping[str, Any]) -> int | None:
 
 def _ddo_tokens(experiment: ExperimentFolder, budgets: Sequence[float]) -> float:
     """Training tokens of every DDO run at ``budgets`` (from the runs tables: tokens trained)."""
-    return float(sum(experiment.read_table(experiment.runs_table(AUTOSCALE, b)).tokens.sum() for b in budgets))
+    return float(sum(experiment.read_table(experiment.existing(AUTOSCALE, "table", b)).tokens.sum() for b in budgets))

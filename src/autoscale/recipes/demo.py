@@ -336,7 +336,7 @@ def demo_table(result: DemoResult):
                       *(f"{p.weights.get(d, 0):.3f}" for d in domains), "", "", "")
     ups = {u.baseline: u for u in data.speedups}
     for curve in data.validation:
-        is_pred = curve.name == data.predicted
+        is_pred = curve.name == data.featured
         if is_pred:
             up = "-"
         else:

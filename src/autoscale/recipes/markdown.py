@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscale.baselines import llama_style
+from autoscale.experiment.records import ValidationRecord, dump
 from autoscale.gain import Gain
 from autoscale.recipes.bench import PAPER_HELD_OUT_L1, BenchResult, mixture_of_search
 from autoscale.recipes.methods_bench import MethodsResult
@@ -230,10 +231,10 @@ def methods_markdown(result: MethodsResult, command: str) -> str:
     intervals over every baseline, the mixtures, and how to read them."""
     p = result.plan.proxy
     s, v = result.summary, result.validation
-    methods = s.get("methods") or {}
-    gains = {(g["of"], g["baseline"]): g for g in v.get("gains") or []}
-    finals = (s.get("validation") or {}).get("final_objective") or {}
-    means = (s.get("validation") or {}).get("speedup_means") or {}
+    methods = s.methods
+    gains = {(g.of, g.baseline): dump(g) for g in v.gains}
+    finals = s.validation.final_objective if s.validation else {}
+    means = s.validation.speedup_means if s.validation else {}
     today = datetime.date.today().isoformat()
     lines = [
         "## Mixing methods compared at the target (`autoscale bench --methods`)",
@@ -261,25 +262,25 @@ def methods_markdown(result: MethodsResult, command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in methods.items():
-        mix = e["mixture"]
+        mix = e.mixture
         final = finals.get(mix) or []
         final_text = "-" if not final else f"{sum(final) / len(final):.3f}"
         up = (means.get(mix) or {}).get("uniform")
         lines.append(
-            f"| {name} | {e['search_runs']} | {format_tokens(e['search_tokens'])} | {e['search_vs_target']:.1f} | "
-            f"{format_tokens(e['shared_tokens'])} | {final_text} | {_gain(gains.get((mix, 'uniform')))} | "
+            f"| {name} | {e.search_runs} | {format_tokens(e.search_tokens)} | {e.search_vs_target:.1f} | "
+            f"{format_tokens(e.shared_tokens)} | {final_text} | {_gain(gains.get((mix, 'uniform')))} | "
             f"{_gain(gains.get((mix, 'natural')))} | {_gain(gains.get((mix, 'llama-style')))} | "
             f"{_gain(gains.get((mix, 'ddo')))} | {'not reached' if up is None else f'{up:+.1%}'} |")
-    compute = s.get("search_compute") or {}
+    compute = s.search_compute
     if compute:
         lines += ["", f"Search compute charged to the methods: {format_tokens(compute['charged_tokens'])} tokens; "
                       f"trained: {format_tokens(compute['trained_tokens'])} (the shared runs once)."]
     lines += ["", "Mixtures at the target (weights):", "",
               "| mixture | " + " | ".join(result.domains) + " | final mean ppl (per seed) |",
               "|---|" + "---|" * len(result.domains) + "---|"]
-    for name, mixture in (v.get("mixtures") or {}).items():
+    for name, mixture in v.mixtures.items():
         final = ", ".join(f"{x:.3f}" for x in finals.get(name) or [] if x is not None)
-        lines.append(f"| {name} | " + " | ".join(f"{mixture['weights'][d]:.3f}" for d in result.domains)
+        lines.append(f"| {name} | " + " | ".join(f"{mixture.weights[d]:.3f}" for d in result.domains)
                      + f" | {final} |")
     regmix, dml = result.records.get("regmix") or {}, result.records.get("dml") or {}
     lines += ["", "Diagnostics of the fits on the search runs:", ""]
@@ -312,14 +313,14 @@ def methods_markdown(result: MethodsResult, command: str) -> str:
                          f"(per validation domain and mixture, against the mean over seeds).")
     lines += ["", "Reading (generated from the numbers above):", ""]
     for name, e in methods.items():
-        g = gains.get((e["mixture"], "uniform"))
+        g = gains.get((e.mixture, "uniform"))
         if g is not None:
             lines.append(f"- {name} over uniform: {_gain(g)} ({g['seeds']} seeds).")
     lines.append("")
     return "\n".join(lines)
 
 
-def held_out_error(record: Mapping[str, Any], validation: Mapping[str, Any]) -> tuple[float, int] | None:
+def held_out_error(record: Mapping[str, Any], validation: ValidationRecord) -> tuple[float, int] | None:
     """The mixture law's loss predictions at the target against the validation runs' final losses:
     (mean relative error over mixtures and validation domains, number of mixtures)."""
     import numpy as np
@@ -332,14 +333,14 @@ def held_out_error(record: Mapping[str, Any], validation: Mapping[str, Any]) -> 
         return None
     fitted = MixtureLaw(np.array(law["params"], dtype=float), len(domains))
     errors, count = [], 0
-    for name, runs in (validation.get("runs") or {}).items():
-        finals = [r["final_perplexity"] for r in runs if r.get("final_perplexity")]
-        mixture = (validation.get("mixtures") or {}).get(name) or {}
-        if not finals or not mixture:
+    for name, runs in validation.runs.items():
+        finals = [r.final_perplexity for r in runs if r.final_perplexity]
+        mixture = validation.mixtures.get(name)
+        if not finals or mixture is None or mixture.budget is None:
             continue
-        h = np.array([float(mixture["weights"][d]) for d in domains])
+        h = np.array([float(mixture.weights[d]) for d in domains])
         measured = np.log([np.mean([f[d] for f in finals]) for d in domains])
-        predicted = fitted.losses(float(mixture["budget"]), h)
+        predicted = fitted.losses(float(mixture.budget), h)
         errors.extend(np.abs(predicted - measured) / measured)
         count += 1
     return (float(np.mean(errors)), count) if errors else None

@@ -39,6 +39,7 @@ from typing import Any
 
 from autoscale.ddo.plan import design_tokens
 from autoscale.experiment.folder import ExperimentFolder
+from autoscale.experiment.records import SummaryRecord, ValidationRecord
 from autoscale.methods import METHODS
 from autoscale.recipes.bench import RECORD, BenchPlan, machine_facts, open_bench_workspace
 from autoscale.recipes.demo import demo_config, write_config
@@ -71,8 +72,8 @@ class MethodsResult:
 
     plan: BenchPlan
     domains: tuple[str, ...]
-    summary: Mapping[str, Any]
-    validation: Mapping[str, Any]
+    summary: SummaryRecord
+    validation: ValidationRecord
     records: Mapping[str, Any]  # regmix / dml: the fit's record at the search budget
     directory: Path
     wall_time_s: float
@@ -104,7 +105,7 @@ def run_methods_bench(
     folder = ExperimentFolder(result.directory)
     records = {name: folder.read_json(folder.search_record(name, METHODS[name].search_budgets(settings)[-1]))
                for name, settings in experiment.method_settings.items() if name != "autoscale"}
-    return MethodsResult(plan, tuple(domains), folder.read_json(folder.summary), folder.read_json(folder.validation),
+    return MethodsResult(plan, tuple(domains), result.summary, folder.read_record(folder.validation, ValidationRecord),
                          records, out, time.perf_counter() - started, machine_facts())
 
 

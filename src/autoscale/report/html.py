@@ -54,7 +54,7 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.2rem; margin-
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; } td.name, th.name { text-align: left; }
-tr.predicted td { font-weight: 600; background: #fff8e1; }
+tr.featured td { font-weight: 600; background: #fff8e1; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85rem; color: #555; margin-top: 0.3rem; }
 .notes { font-size: 0.85rem; color: #7a4b00; background: #fff8e1; padding: 0.4rem 0.8rem; }
@@ -151,7 +151,7 @@ def _validation_table(data: ReportData) -> str:
         # each seed's tokens to reach the baseline, as the pipeline measured them
         need = " / ".join("not reached" if s.tokens_to_reach is None else format_tokens(s.tokens_to_reach)
                           for _, s in u.seeds) if u is not None and u.seeds else "-"
-        if c.name == data.predicted:
+        if c.name == data.featured:
             up_text, need = "(this mixture)", "-"
         elif u is None:
             up_text = "-"
@@ -162,10 +162,10 @@ def _validation_table(data: ReportData) -> str:
         need = _e(need)
         trained = format_tokens(c.tokens[-1]) if c.tokens else "-"
         rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text, _gain_cell(data.gains.get(c.name))])
-        classes.append("predicted" if c.name == data.predicted else "")
+        classes.append("featured" if c.name == data.featured else "")
     header = ["mixture", f"final {data.objective_label}", "tokens trained",
-              f"tokens {data.predicted} needs to match (per seed)", f"speed-up of {data.predicted} (mean over seeds)",
-              f"gain of {data.predicted} (95% CI over seeds): verdict"]
+              f"tokens {data.featured} needs to match (per seed)", f"speed-up of {data.featured} (mean over seeds)",
+              f"gain of {data.featured} (95% CI over seeds): verdict"]
     from autoscale.speedup import describe_smoothing
 
     note = (f"<p>Speed-ups in training tokens, as the pipeline measured them (validation.json): per seed, on "
@@ -199,7 +199,7 @@ def _downstream_table(data: ReportData) -> str:
             v = r["tasks"][t]
             cells.append(f"{v['value']:.3f}" + ("" if v.get("stderr") is None else f" &plusmn; {v['stderr']:.3f}"))
         rows.append([_e(name), *cells, f"{r['average']:.3f}", str(r.get("seeds", 1))])
-        classes.append("predicted" if name == data.predicted else "")
+        classes.append("featured" if name == data.featured else "")
     note = ("<p>Scores of lm-evaluation-harness on every validation run (mean over seeds; &plusmn;: the standard "
             "error over seeds, or the harness's own with one seed). autoscale's local tasks (autoscale_*) are a "
             "smoke test of the evaluation path, not a measure of downstream ability.</p>")
@@ -238,7 +238,7 @@ def _domain_finals_table(data: ReportData) -> str:
             v = c.domain_finals.get(d)
             cells.append("-" if v is None else (f'<span class="good">{v:.4g}</span>' if v == best[d] else f"{v:.4g}"))
         rows.append([_e(c.name)] + cells)
-        classes.append("predicted" if c.name == data.predicted else "")
+        classes.append("featured" if c.name == data.featured else "")
     return ("<p>Final validation perplexity per validation domain (mean over seeds; green: the lowest):</p>"
             + _table(["mixture"] + domains, rows, classes))
 
@@ -336,7 +336,7 @@ def draw_plots(data: ReportData) -> dict[str, bytes]:
         images["fits.png"] = plot_fits(data.fits, data.domains)
     if data.validation:
         images["validation.png"] = plot_validation(
-            data.validation, data.predicted, data.objective_label, data.smoothing, data.speedups
+            data.validation, data.featured, data.objective_label, data.smoothing, data.speedups
         )
     return images
 

@@ -90,7 +90,7 @@ class ValidationCurve:
 
 @dataclass(frozen=True)
 class RecordedSpeedUp:
-    """The predicted mixture's speed-up over one baseline as validation.json records it: computed
+    """The featured mixture's speed-up over one baseline as validation.json records it: computed
     once, by the pipeline, per seed (`autoscale.speedup`). ``mean``: over the seeds, None when a seed
     never reached the baseline; ``seeds``: (seed, its SpeedUp), in the record's order."""
 
@@ -145,15 +145,16 @@ class ReportData:
         mixtures: DDO optima (measured) and predictions, one per budget, for the stacked plot and tables.
         fits: DDO budget label -> domain -> fitted curve.
         validation: curves of every mixture validated at the target budget.
-        predicted: the name of the predicted mixture among ``validation`` (the one speed-ups are for).
+        featured: the name of the featured mixture among ``validation`` (the first method's: the
+            one the speed-ups and gains are for).
         objective_label: what the objective is ("mean validation loss (nats/token)").
         notes: free lines shown under the title (warnings from fits and extrapolation, settings).
         facts: key -> value pairs shown in a small table (proxy model, corpus, wall time...).
         smoothing: weight of the smoothing of validation curves (`autoscale.speedup.smooth`)
             for the plot, as the pipeline smoothed them for the speed-ups (0: as measured).
-        speedups: the predicted mixture's speed-up over each baseline, from validation.json.
+        speedups: the featured mixture's speed-up over each baseline, from validation.json.
         noise: DDO budget label -> the DDO noise record (``NoiseReport.to_dict()`` plus its cost).
-        gains: baseline -> the predicted mixture's paired gain over it (``autoscale.gain.Gain.to_dict()``).
+        gains: baseline -> the featured mixture's paired gain over it (``autoscale.gain.Gain.to_dict()``).
         methods: the mixing methods compared (empty or one: no comparison table).
         downstream: validated mixture -> {"tasks": {task: {"value", "stderr"}}, "average", "seeds"}
             (lm-evaluation-harness scores, the mean over seeds; empty: not configured).
@@ -164,7 +165,7 @@ class ReportData:
     mixtures: tuple[WeightsAtBudget, ...] = ()
     fits: Mapping[str, Mapping[str, CurveFit]] = field(default_factory=dict)
     validation: tuple[ValidationCurve, ...] = ()
-    predicted: str = "predicted"
+    featured: str = ""
     objective_label: str = "validation objective"
     notes: tuple[str, ...] = ()
     facts: Mapping[str, str] = field(default_factory=dict)

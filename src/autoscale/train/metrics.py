@@ -35,7 +35,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
@@ -127,6 +129,37 @@ class RunMetrics:
     @classmethod
     def from_dict(cls, data: Any, source: str = "metrics.json") -> RunMetrics:
         return _parse(data, source)
+
+
+class DomainEvalFile(BaseModel):
+    loss: float | None = Field(None, ge=0, description="token-mean cross-entropy, nats")
+    perplexity: float | None = Field(None, ge=1, description="exp(loss)")
+
+
+class CurvePointFile(BaseModel):
+    step: int = Field(ge=0, description="optimizer steps so far")
+    tokens: int = Field(ge=0, description="training tokens seen so far")
+    eval: dict[str, DomainEvalFile] = Field(description="per validation domain")
+    train_loss: float | None = Field(None, description="mean training loss since the last point")
+
+
+class MetricsFile(BaseModel):
+    """metrics.json as a trainer must write it (the contract of the module docstring, for its JSON
+    Schema in docs/schema/). `read_metrics` checks the same and more (finite values; a completed run
+    has at least one domain; increasing steps), each problem as one line."""
+
+    model_config = ConfigDict(extra="allow", title="metrics.json")
+
+    schema_version: Literal[1]
+    status: Literal["completed", "diverged"]
+    diverged_at_step: int | None = None
+    final: dict[str, DomainEvalFile] = Field(description="per validation domain, at the end of training")
+    curve: list[CurvePointFile] = Field(default_factory=list, description="evaluations during the run")
+    tokens_per_domain: dict[str, int] = Field(default_factory=dict, description="tokens actually trained")
+    mixture: dict[str, float] = Field(default_factory=dict, description="tokens requested per domain")
+    tokens_per_s: float | None = None
+    params: int | None = None
+    wall_time_s: float | None = None
 
 
 def read_metrics(path: str | Path) -> RunMetrics:
