@@ -69,6 +69,10 @@ def ddo_keys(directory: Path) -> set[str]:
     return keys
 
 
+# its tests share `reference`, and its Ray test must not overlap test_ray_loopback's clusters (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted in-process experiment, from the corpus to the validation runs."""
