@@ -48,3 +48,21 @@ def simworld_in_process() -> Iterator[None]:
 
     with in_process():
         yield
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dist loadgroup`` on pytest >= 9.2 with pytest-xdist 3.8: xdist marks a grouped test by
+    appending ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (a node's id is
+    ``item._id``), so every group is silently spread over the workers and its fixture trained on
+    each. Append the suffix where xdist's did not take; a no-op where it did."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and getattr(config.option, "loadgroup", False)):
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if not groups or "@" in item.nodeid or not hasattr(item, "_id"):
+            continue
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
