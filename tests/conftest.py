@@ -16,7 +16,8 @@ The pattern for an end-to-end test (follow it in new ones):
   ``with simworld_in_process():`` around the run in a shared fixture (tests/simworld_inprocess.py).
   Tests of the command executor itself (processes, progress, kill, timeouts) keep real processes.
 - Each pytest worker computes with one torch thread (two workers on two cores), set here;
-  children inherit ``OMP_NUM_THREADS=1`` unless a config sets ``proxy.train.threads``.
+  children inherit ``OMP_NUM_THREADS=1`` and ``OMP_THREAD_LIMIT=1`` (which caps a config's
+  ``proxy.train.threads`` too).
 - Signals: a test that interrupts a child sets the child's SIGINT disposition itself
   (``preexec_fn`` resetting it to SIG_DFL), since a shell that starts pytest in the background
   leaves SIGINT ignored in every child.
@@ -34,6 +35,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # BLAS threads on a busy machine make the many small scipy fits of the method tests crawl.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"  # for children, and for libraries not loaded yet
+    # and a cap for children whose config asks for more (the demo's proxy.train.threads is
+    # min(2, cores)): threads change no run key and no number a test compares across thread counts
+    os.environ["OMP_THREAD_LIMIT"] = "1"
     import threadpoolctl
     import torch
 
