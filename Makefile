@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# 2 workers; tests sharing a trained fixture or a Ray cluster run on one (tests/conftest.py)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench docs/examples
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench docs/examples

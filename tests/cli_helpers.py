@@ -14,7 +14,8 @@ def run_cli(*args: str) -> int:
 
 def tiny_experiment(root, name: str = "tiny", **settings):
     """Write ``root/<name>.yaml``: a 3-domain experiment (2 DDO budgets of 7 runs, validation of 3
-    mixtures) trained by the simulated world's stand-in trainer (~0.5 s a run, 2 at once).
+    mixtures) trained by the simulated world's stand-in trainer (~0.5 s a run, 2 at once; a test whose
+    subject is not the executor calls it in-process with the ``simworld_in_process`` fixture).
 
     ``settings`` replace whole top-level sections (``target={...}``). Returns the config path.
     """

@@ -34,7 +34,7 @@ def best_of():
     del sys.modules[spec.name]
 
 
-def test_the_documented_method_runs_end_to_end(best_of, tmp_path):
+def test_the_documented_method_runs_end_to_end(best_of, tmp_path, simworld_in_process):
     assert best_of.own_trainer is False  # an optional attribute, defaulted by Method
     config = tiny_experiment(tmp_path, "mine", methods=["best-of"], ddo=None,
                              best_of={"budget": 4_000_000, "runs": 6},

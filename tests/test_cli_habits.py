@@ -124,7 +124,7 @@ def test_every_token_count_option_takes_suffixes(tmp_path, capsys):
 LINE = re.compile(r"^\[(\d+)/(\d+)\] (ddo \d+|validate): (\S+) completed in \d+\.\ds$")
 
 
-def test_run_prints_one_line_per_finished_run_when_not_on_a_terminal(tmp_path, capsys):
+def test_run_prints_one_line_per_finished_run_when_not_on_a_terminal(tmp_path, capsys, simworld_in_process):
     config = tiny_experiment(tmp_path, "logs")
     code, out, err = cli(capsys, "run", config)
     assert code == 0, err
@@ -146,7 +146,7 @@ def test_run_prints_one_line_per_finished_run_when_not_on_a_terminal(tmp_path, c
     assert code == 0 and not LINE.search(err) and "ddo 1000000: 7 runs, 7 already finished" in err.splitlines()
 
 
-def test_quiet_prints_failures_only(tmp_path, capsys):
+def test_quiet_prints_failures_only(tmp_path, capsys, simworld_in_process):
     config = tiny_experiment(tmp_path, "quiet", target={"budget": 16_000_000})
     code, out, err = cli(capsys, "run", config, "--quiet")
     assert code == 0 and err == ""
@@ -175,7 +175,7 @@ def test_a_terminal_keeps_the_live_display(tmp_path):
     assert not re.search(r"^\[\d+/\d+\] ", screen, re.M)  # not the log lines
 
 
-def test_failed_runs_are_lines_too(tmp_path, capsys):
+def test_failed_runs_are_lines_too(tmp_path, capsys, simworld_in_process):
     config = tiny_experiment(tmp_path, "broken", target={"budget": 16_000_000})
     settings = yaml.safe_load(config.read_text())
     settings["executor"]["command"] += ["--domains", "web,code,wiki"]  # the world disagrees: every run fails

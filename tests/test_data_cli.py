@@ -132,7 +132,7 @@ def experiment(root: Path, data: dict) -> Path:
     return path
 
 
-def test_the_experiment_yaml_gives_a_domain_its_text_field(tmp_path, capsys):
+def test_the_experiment_yaml_gives_a_domain_its_text_field(tmp_path, capsys, simworld_in_process):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.table({"content": texts("web")}), corpus / "web.parquet")

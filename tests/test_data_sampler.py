@@ -21,6 +21,10 @@ DOMAINS = ("web", "news", "code", "books", "encyclopedia")
 SEQ = 64
 
 
+# its tests share `store`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_data_sampler")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     sources = {d: FIXTURE / f"{d}.jsonl" for d in DOMAINS}

@@ -36,6 +36,10 @@ def documents(store: TokenStore, tokens: np.ndarray) -> list[str]:
     return [tok.decode(ids[a:b]) for a, b in zip(starts, cuts, strict=True)]
 
 
+# its tests share `store`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_data_store")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> TokenStore:
     return prepare_store(

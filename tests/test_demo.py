@@ -40,6 +40,7 @@ def quick_demo(tmp_path_factory):
     return folder, done.stdout
 
 
+@pytest.mark.xdist_group("quick_demo")
 def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_demo):
     folder, out = quick_demo
     target = json.loads((folder / "experiment" / "autoscale_target.json").read_text())["mixture"]
@@ -67,6 +68,7 @@ def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_d
     assert f"report: {folder / 'report' / 'report.html'}" in out
 
 
+@pytest.mark.xdist_group("quick_demo")
 def test_llama_style_mixture_is_the_mapped_llama_weights(quick_demo):
     folder, _ = quick_demo
     validation = json.loads((folder / "experiment" / "validation.json").read_text())
@@ -78,6 +80,7 @@ def test_llama_style_mixture_is_the_mapped_llama_weights(quick_demo):
     assert "CommonCrawl 0.67 + C4 0.15 -&gt; web" in page  # the report states the mapping
 
 
+@pytest.mark.xdist_group("quick_demo")
 def test_report_page_embeds_plots_that_decode(quick_demo):
     folder, _ = quick_demo
     page = (folder / "report" / "report.html").read_text()
@@ -90,6 +93,7 @@ def test_report_page_embeds_plots_that_decode(quick_demo):
         assert f'<td class="name">{name}</td>' in page
 
 
+@pytest.mark.xdist_group("quick_demo")
 def test_report_command_rewrites_the_report_elsewhere(quick_demo, tmp_path):
     folder, _ = quick_demo
     done = autoscale("report", str(folder / "experiment"), "--out", str(tmp_path / "r"))
@@ -98,6 +102,7 @@ def test_report_command_rewrites_the_report_elsewhere(quick_demo, tmp_path):
     assert len(images_of((tmp_path / "r" / "report.html").read_text())) == 4
 
 
+@pytest.mark.xdist_group("quick_demo")
 def test_rerun_resumes_without_training_again(quick_demo):
     folder, _ = quick_demo
     runs = sorted((folder / "experiment" / "runs").glob("*/metrics.json"))

@@ -33,6 +33,10 @@ def _config(kind: str = "decoder", keep: bool = True) -> ProxyConfig:
     })
 
 
+# its tests share `runs`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_downstream")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A byte-level store (a scrambled word has the same number of tokens as the word: an untrained

@@ -70,6 +70,10 @@ os.replace(tmp, Path(run_dir, "metrics.json"))
 '''
 
 
+# its tests share `store`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_experiment_command")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("command") / "store"

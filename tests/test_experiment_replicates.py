@@ -2,7 +2,8 @@
 
 The trainer is the simulated world's stand-in (tests/fixtures/simworld_trainer.py) behind the command
 executor: its validation perplexities are a known function of the tokens plus 3% run noise, so the
-pipeline's replicates, paired effects, intervals and resume are tested at the speed of a subprocess.
+pipeline's replicates, paired effects, intervals and resume are tested at the speed of a subprocess
+(the shared experiment calls it in-process: tests/simworld_inprocess.py; the kill -9 test starts processes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from autoscale.ddo.runs import RunsTable
 from autoscale.experiment.runstore import STORE_FILE, RunStore
 from cli_helpers import run_cli
+from simworld_inprocess import simworld_in_process
 
 TRAINER = Path(__file__).parent / "fixtures" / "simworld_trainer.py"
 AUTOSCALE = Path(sys.executable).parent / "autoscale"
@@ -47,10 +49,15 @@ def write_config(root: Path, name: str, sleep: float = 0.0, **ddo) -> Path:
     return path
 
 
+# its tests share `finished`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_experiment_replicates")
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("replicates")
-    assert run_cli("run", str(write_config(root, "reference")), "--quiet") == 0
+    with simworld_in_process():
+        assert run_cli("run", str(write_config(root, "reference")), "--quiet") == 0
     return root / "reference"
 
 

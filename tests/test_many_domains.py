@@ -67,7 +67,7 @@ def weights_of(folder: Path, method: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("m", [7, 24])
-def test_every_method_finishes_within_its_floors_at_many_domains(tmp_path, capsys, m):
+def test_every_method_finishes_within_its_floors_at_many_domains(tmp_path, capsys, m, simworld_in_process):
     assert run_cli("run", str(world_config(tmp_path, m)), "--quiet") == 0
     folder = tmp_path / f"m{m}"
     world = make_world(11, tuple(f"d{i:02d}" for i in range(m)))
@@ -92,7 +92,7 @@ def test_every_method_finishes_within_its_floors_at_many_domains(tmp_path, capsy
     assert optimum > 0  # the world has a gain to find
 
 
-def test_a_validation_only_domain_drives_every_method(tmp_path):
+def test_a_validation_only_domain_drives_every_method(tmp_path, simworld_in_process):
     """Train on 6 domains; the objective reads a 7th that no run trains on (a held-out target domain),
     with a little weight on the training domains too. Every method fits on those validation domains."""
     objective = {"weights": {"d06": 3.0, "d00": 1.0, "d01": 1.0}}

@@ -20,6 +20,7 @@ import yaml
 from autoscale.experiment.runstore import STORE_FILE, RunStore
 from cli_helpers import run_cli
 from simworld import make_world
+from simworld_inprocess import simworld_in_process
 
 TRAINER = Path(__file__).parent / "fixtures" / "simworld_trainer.py"
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
@@ -53,10 +54,15 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
+# its tests share `simulated`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_methods")
+
+
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("methods")
-    assert run_cli("run", str(sim_config(root, "sim")), "--quiet") == 0
+    with simworld_in_process():
+        assert run_cli("run", str(sim_config(root, "sim")), "--quiet") == 0
     return root / "sim"
 
 
@@ -90,7 +96,7 @@ def test_the_designs_share_their_first_runs_trained_once_and_charged_to_both(sim
     assert read_json(simulated / f"regmix_{SEARCH}.json")["cv_spearman"] > 0.5
 
 
-def test_a_rerun_trains_nothing_and_gives_the_same_mixtures(simulated, tmp_path):
+def test_a_rerun_trains_nothing_and_gives_the_same_mixtures(simulated, tmp_path, simworld_in_process):
     before = {m: (simulated / f"{m}_target.json").read_text() for m in ("regmix", "dml")}
     assert run_cli("run", str(simulated.parent / "sim.yaml"), "--quiet") == 0
     assert {m: (simulated / f"{m}_target.json").read_text() for m in ("regmix", "dml")} == before

@@ -28,6 +28,10 @@ TRUE = MixtureLaw(np.array([
 BUDGETS = (1e6, 2e6, 4e6)
 
 
+# its tests share `fitted`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_optimal_mixture_law")
+
+
 @pytest.fixture(scope="module")
 def fitted():
     rng = np.random.default_rng(0)

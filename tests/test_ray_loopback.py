@@ -30,7 +30,9 @@ from autoscale.experiment.runstore import STORE_FILE, RunStore
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)"),
-              pytest.mark.timeout(600)]
+              pytest.mark.timeout(600),
+              # never beside another Ray cluster of this suite (test_experiment_pipeline's; tests/conftest.py)
+              pytest.mark.xdist_group("ray")]
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 BIN = Path(sys.executable).parent

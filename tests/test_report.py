@@ -260,13 +260,19 @@ def test_html_has_final_perplexity_per_validation_domain():
 # -- the experiment folder: malformed files are one line naming the file ----------------------------
 
 
+# its tests share `finished_experiment`: built once, on one worker (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_report")
+
+
 @pytest.fixture(scope="module")
 def finished_experiment(tmp_path_factory):
     """A tiny experiment run end to end (stand-in trainer): every file the report reads."""
     from cli_helpers import run_cli, tiny_experiment
+    from simworld_inprocess import simworld_in_process
 
     root = tmp_path_factory.mktemp("report-files")
-    assert run_cli("run", str(tiny_experiment(root, "tiny")), "--quiet") == 0
+    with simworld_in_process():
+        assert run_cli("run", str(tiny_experiment(root, "tiny")), "--quiet") == 0
     return root / "tiny"
 
 
