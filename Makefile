@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# 2 workers; tests sharing a trained fixture or a Ray cluster run on one (tests/conftest.py)
+# 2 workers; tests sharing a trained fixture or a Ray cluster run on one, slow tests first (tests/conftest.py)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench docs/examples
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench docs/examples

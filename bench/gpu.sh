@@ -77,7 +77,7 @@ fi
 
 step "2/3 one row of the signal-to-noise study at 10x the CPU token scale"
 if [ "$DRY" = 1 ]; then
-  SNR=(--budgets 20000 --seeds 0,1 --batch-size 4 --val-tokens 1024)
+  SNR=(--budgets 8000 --seeds 0,1 --batch-size 4 --val-tokens 1024)
 else
   SNR=(--budgets 10240000 --seeds 0,1,2 --batch-size 64)
 fi
@@ -86,9 +86,9 @@ fi
 
 step "3/3 AutoScale search and validation on $DOMAINS"
 if [ "$DRY" = 1 ]; then
-  B1=4000; B2=16000; T=32000; SEEDS="[0, 1]"; BATCH=4; SEQ=32; VAL=1024
+  B1=2000; B2=8000; T=16000; SEEDS="[0, 1]"; BATCH=8; SEQ=32; VAL=1024; EVAL=2048
 else
-  B1=1280000; B2=5120000; T=20480000; SEEDS="[0, 1, 2]"; BATCH=64; SEQ=128; VAL=16384
+  B1=1280000; B2=5120000; T=20480000; SEEDS="[0, 1, 2]"; BATCH=64; SEQ=128; VAL=16384; EVAL=null
 fi
 cat > "$WORK/gpu.yaml" <<EOF
 name: gpu-autoscale
@@ -98,7 +98,7 @@ data: {store: $WORK/store, sources: $PWD/$CORPUS, vocab_size: 257, val_tokens: $
 proxy:
   model: {kind: decoder, n_layer: 2, d_model: 64, n_head: 2, seq_len: $SEQ}
   train: {batch_size: $BATCH, lr: 3.0e-3, warmup: 0.05, schedule: cosine, device: $DEVICE, threads: 2}
-  eval: {points: 8, max_tokens: null}
+  eval: {points: 8, max_tokens: $EVAL}
 ddo: {budgets: [$B1, $B2], ratios: [0.2, 3.0], min_ratio: 0.2, replicates: 2, bootstrap: 100, eval_points: 1, max_epochs: 4}
 objective: {metric: perplexity}
 target: {budget: $T, validate: true, compare: [uniform, natural, ddo], seeds: $SEEDS}

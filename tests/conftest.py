@@ -6,6 +6,7 @@ The pattern for an end-to-end test (follow it in new ones):
   (``quick_demo`` in test_demo.py, ``reference`` in test_experiment_pipeline.py), and each claim
   about it is a separate test that asserts on that fixture's output. Never train the same path
   again in another test to check one more thing.
+- Mark a test that trains for more than a minute ``@pytest.mark.slow``: slow tests start first.
 - The suite runs on 2 workers (pytest-xdist, ``-n 2 --dist loadgroup``; see the Makefile). Tests
   that share such a fixture carry the same ``@pytest.mark.xdist_group("<name>")`` (a module-level
   ``pytestmark`` when every test of the module shares it), so that one worker trains it once; the
@@ -60,6 +61,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     appending ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (a node's id is
     ``item._id``), so every group is silently spread over the workers and its fixture trained on
     each. Append the suffix where xdist's did not take; a no-op where it did."""
+    # the longest tests first (make test passes --no-loadscope-reorder): the two workers start on
+    # them and the short ones fill in around them, instead of one long test running on its own at the end
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if not (os.environ.get("PYTEST_XDIST_WORKER") and getattr(config.option, "loadgroup", False)):
         return
     for item in items:

@@ -112,7 +112,7 @@ def experiment(tmp_path_factory) -> Path:
         with simworld_in_process():
             assert run_cli("run", str(root / "exp.yaml"), "--quiet") == 0
         assert run_cli("report", str(root / "exp"), "--out", str(root / "report")) == 0
-        mixture = json.loads((root / "exp" / "target.json").read_text())["mixture"]
+        mixture = json.loads((root / "exp" / "autoscale_target.json").read_text())["mixture"]
         (root / "mixture.json").write_text(json.dumps(mixture))
         assert run_cli("export", str(root / "mixture.json"), "--format", "megatron",
                        "--out", str(root / "megatron.txt")) == 0
@@ -123,8 +123,8 @@ def experiment(tmp_path_factory) -> Path:
 
 def test_what_a_run_report_and_export_write_is_readable_by_others(experiment):
     files = [experiment / "report" / "report.html", experiment / "megatron.txt",
-             experiment / "exp" / "target.json", experiment / "exp" / "runs_1000000.csv",
-             experiment / "exp" / "ddo_4000000.json", experiment / "exp" / "experiment.json"]
+             experiment / "exp" / "autoscale_target.json", experiment / "exp" / "autoscale_runs_1000000.csv",
+             experiment / "exp" / "autoscale_4000000.json", experiment / "exp" / "experiment.json"]
     assert {str(f.relative_to(experiment)): oct(mode(f)) for f in files} == {
         str(f.relative_to(experiment)): oct(0o644) for f in files}
     assert mode(experiment / "report") == mode(experiment / "exp") == 0o755

@@ -374,25 +374,38 @@ def _bootstrap(objective, paired, design: Design, seeds, fits, problem: _Problem
     if seeds is not None:
         values = np.unique(seeds)
         by_seed = [np.flatnonzero(seeds == v) for v in values]
-    weights, gains, failed = [], [], 0
     base = np.full(len(fits), problem.held_n)  # the base mixture at this budget
+
+    def refit(rows: np.ndarray) -> tuple[np.ndarray, float] | None:
+        try:
+            fitted = _fit_domains(objective, paired, design, rows, starts=fits)
+            alloc = problem.allocate(fitted)
+        except AutoscaleError:
+            return None  # a resample can lose a design point (a seed without some run)
+        tokens = alloc.n * problem.cost
+        return tokens / tokens.sum(), 1.0 - _model_value(fitted, alloc.n) / _model_value(fitted, base)
+
+    # A draw is a deterministic function of its rows, and whole-seed draws repeat often (K = 2
+    # replicates give 4 distinct ordered draws): each distinct draw is fitted once.
+    done: dict[bytes, tuple[np.ndarray, float] | None] = {}
+    weights, gains, failed = [], [], 0
     for _ in range(resamples):
         if by_seed is not None:
             rows = np.concatenate([by_seed[k] for k in rng.integers(0, len(by_seed), size=len(by_seed))])
         else:
             rows = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in design.groups])
-        try:
-            refit = _fit_domains(objective, paired, design, rows, starts=fits)
-            alloc = problem.allocate(refit)
-        except AutoscaleError:
-            failed += 1  # a resample can lose a design point (a seed without some run)
+        key = rows.tobytes()
+        if key not in done:
+            done[key] = refit(rows)
+        if done[key] is None:
+            failed += 1
             # a NaN row keeps draw k at index k: `predict` pairs the k-th draws of every budget
             weights.append(np.full(len(fits), np.nan))
             gains.append(np.nan)
             continue
-        tokens = alloc.n * problem.cost
-        weights.append(tokens / tokens.sum())
-        gains.append(1.0 - _model_value(refit, alloc.n) / _model_value(refit, base))
+        w, gain = done[key]
+        weights.append(w)
+        gains.append(gain)
     if failed == resamples:
         raise AutoscaleError("bootstrap: every resample failed to fit")
     if failed:

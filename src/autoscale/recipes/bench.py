@@ -75,6 +75,7 @@ class BenchPlan:
     proxy: DemoPlan
     searches: int = 3
     oracle_replicates: int = 2
+    law_starts: int = 8  # random starts of each target's fit of the mixture law (`autoscale bench --methods`)
 
     def search_seed(self, i: int) -> int:
         """First seed of search ``i`` (0-based); its seeds are this .. this + K - 1."""
@@ -110,9 +111,11 @@ RECORD = BenchPlan(
 #: The same design at test size (a couple of minutes).
 QUICK_BENCH = BenchPlan(
     proxy=dataclasses.replace(QUICK, name="bench-quick", domains=("web", "code", "books"), objective=None,
-                              budgets=(5_000, 20_000), target=80_000,
-                              model={**_BYTES_L2, "seq_len": 32}, seeds=(100, 101), bootstrap=50),
+                              budgets=(3_000, 12_000), target=48_000,
+                              model={**_BYTES_L2, "seq_len": 32}, eval={"points": 8, "max_tokens": 2048},
+                              seeds=(100, 101), bootstrap=50),
     searches=2,
+    law_starts=1,  # each start of the law's fit costs seconds; the quick run checks the path, not the fit
 )
 
 

@@ -95,7 +95,8 @@ def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[s
         for t in tasks:
             if t in local:
                 Path(folder, f"{t}.yaml").write_text(_task_yaml(t, local[t]), encoding="utf-8")
-        manager = TaskManager(include_path=folder)
+        # indexing lm-eval's thousands of built-in tasks takes seconds: only when one is asked for
+        manager = TaskManager(include_path=folder, include_defaults=not set(tasks) <= set(local))
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
             raise AutoscaleError(f"unknown task {unknown[0]!r} (autoscale's local tasks: {', '.join(local)}; or a "
