@@ -57,7 +57,9 @@ def simworld_in_process() -> Iterator[None]:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--dist loadgroup`` on pytest >= 9.2 with pytest-xdist 3.8: xdist marks a grouped test by
+    """Slow tests first; then ``xdist_group`` made to work.
+
+    ``--dist loadgroup`` on pytest >= 9.2 with pytest-xdist 3.8: xdist marks a grouped test by
     appending ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (a node's id is
     ``item._id``), so every group is silently spread over the workers and its fixture trained on
     each. Append the suffix where xdist's did not take; a no-op where it did."""

@@ -66,7 +66,7 @@ def weights_of(folder: Path, method: str) -> dict[str, float]:
     return json.loads((folder / f"{method}_target.json").read_text())["mixture"]["weights"]
 
 
-@pytest.mark.parametrize("m", [7, 24])
+@pytest.mark.parametrize("m", [7, pytest.param(24, marks=pytest.mark.slow)])  # m = 24: over a minute
 def test_every_method_finishes_within_its_floors_at_many_domains(tmp_path, capsys, m, simworld_in_process):
     assert run_cli("run", str(world_config(tmp_path, m)), "--quiet") == 0
     folder = tmp_path / f"m{m}"
