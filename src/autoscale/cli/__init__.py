@@ -18,8 +18,8 @@ from autoscale.errors import AutoscaleError
 
 # command name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "plan": ("autoscale.cli.core", "plan", "Write the DDO runs table (base + perturbations) to fill in."),
-    "fit": ("autoscale.cli.core", "fit", "Fit per-domain power laws to a runs table and allocate tokens."),
+    "plan": ("autoscale.cli.core", "plan", "Write a method's runs table to fill in (DDO's by default)."),
+    "fit": ("autoscale.cli.core", "fit", "Fit a method to a filled runs table: its mixture (--score: predictions)."),
     "predict": ("autoscale.cli.core", "predict", "Extrapolate optimal mixtures to a larger budget (AutoScale)."),
     "data": ("autoscale.cli.data", "data", "Build the demo corpus, tokenise corpora, inspect token stores."),
     "train": ("autoscale.cli.train", "train", "Train one proxy model on a mixture."),

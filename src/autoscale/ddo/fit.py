@@ -79,6 +79,20 @@ class DDOResult:
     gain: float = math.nan
     gain_se: float | None = None
 
+    def score(self, tokens: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
+        """The fitted model's objective for mixtures of ``tokens`` ``[K, m]`` (absolute, the fit's
+        domain order; eval units), and per mixture the domains whose amount lies outside the
+        amounts that domain's fit saw (``web x4.2 > x3``): there the power law extrapolates."""
+        assert self.base is not None
+        base = np.array([self.base.tokens[d] for d in self.fits])
+        n = np.asarray(tokens, dtype=float) / base
+        fits = list(self.fits.values())
+        values = np.array([self.base_objective * _model_value(fits, row) for row in n])
+        outside = [[f"{d} x{v:.3g} {'<' if v < f.x.min() else '>'} x{f.x.min() if v < f.x.min() else f.x.max():.3g}"
+                    for d, f, v in zip(self.fits, fits, row, strict=True) if not f.x.min() <= v <= f.x.max()]
+                   for row in n]
+        return values, outside
+
 
 def fit_ddo(
     table: RunsTable,

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -426,6 +427,14 @@ def config_from_dict(data: Any, what: str = "experiment config") -> ExperimentCo
         return experiment_model().model_validate(data)
     except ValidationError as exc:
         raise AutoscaleError(f"{what}: {_one_line(exc)}") from None
+
+
+def settings_from_dict(model: type[BaseModel], data: dict[str, Any], section: str) -> Any:
+    """One method's settings section validated alone (the table route's options), errors in one line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise AutoscaleError(f"{section} settings: {_one_line(exc)}") from None
 
 
 def resolve_paths(config: ExperimentConfig, path: Path) -> ExperimentConfig:

@@ -70,7 +70,7 @@ def setup_experiment(config: ExperimentConfig, say: Callable[[str], None]) -> Se
         evaluated = None
     domains = check_mixture_domains(domains)  # names (a store's or data.domains) and at least 2
     config.check_domains(domains, evaluated)
-    caps = {name: _caps(getattr(settings, "max_epochs", None), unique, domains)
+    caps = {name: epoch_caps(getattr(settings, "max_epochs", None), unique, domains)
             for name, settings in config.method_settings.items()}
     ex = config.executor
     if ex.kind == "command":
@@ -103,7 +103,7 @@ def natural(setup: Setup) -> dict[str, float] | None:
     return None if setup.unique_tokens is None else {d: float(setup.unique_tokens[d]) for d in setup.domains}
 
 
-def _caps(epochs: float | Mapping[str, float] | None, unique: Mapping[str, int] | None,
+def epoch_caps(epochs: float | Mapping[str, float] | None, unique: Mapping[str, int] | None,
           domains: Sequence[str]) -> dict[str, float] | None:
     """Max tokens per domain: ``epochs`` (one number or per domain) x its unique tokens."""
     if epochs is None or unique is None:

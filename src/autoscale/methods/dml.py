@@ -16,11 +16,11 @@ validation domains are J separate fits, so their number costs fitting time, not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numpy as np
 
+from autoscale.ddo.runs import RunsTable
 from autoscale.methods import random_search as rs
-from autoscale.methods.base import Context, FinishedRun, MethodResult, fitted_answer
-from autoscale.mixture import Mixture
+from autoscale.methods.base import Context
 
 
 class DMLSettings(rs.RandomSearchSettings):
@@ -42,25 +42,29 @@ class DataMixingLaws(rs.RandomSearch):
     def default_runs(self, m: int) -> int:
         return 4 * m + 4
 
-    def result(self, settings: DMLSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+    def fit(self, settings: DMLSettings, ctx: Context, table: RunsTable) -> rs.TableFit:
         from autoscale.laws.data_mixing import fit_mixing_law, optimal_proportions
 
-        (stage,) = self.stages(settings, ctx)
-        weights, objective, evals, _ = rs.weights_and_objective(ctx, runs[stage.name])
+        weights, objective, evals, _ = rs.table_data(ctx, table)
         metric = ctx.objective.metric
         law = fit_mixing_law(weights, rs.as_loss(ctx, evals))  # the law is on losses
         assert ctx.target is not None  # the config requires target.budget without AutoScale
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         w = rs.eval_weights(ctx)
         best = optimal_proportions(law, lower=lo, upper=hi, weights=w, metric=metric)
-        mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
+
+        def score(r: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            losses = law.losses(r)
+            return law.objective(r, w, metric), (losses if metric == "loss" else np.exp(losses))
+
         warnings = [f"the law fits {d}'s validation loss poorly (R^2 {r2:.2f})"
                     for d, r2 in zip(ctx.eval_domains, law.r2, strict=True) if not r2 >= 0.5]
         warnings.append("one budget: the proportions optimal at the search budget are used as is at the target")
-        record = self.record(
-            stage, runs[stage.name], mixture, weights=weights, objective=objective, prior=rs.prior(settings, ctx),
+        predicted = float(law.objective(best, w, metric))
+        record = dict(
+            weights=weights, objective=objective, prior=rs.prior(settings, ctx),
             law={"c": law.c, "k": law.k, "t": law.t, "r2": dict(zip(ctx.eval_domains, law.r2, strict=True))},
-            predicted_objective=float(law.objective(best, w, metric)), best_run_objective=float(objective.min()),
+            predicted_objective=predicted, best_run_objective=float(objective.min()),
             floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=warnings)
-        return fitted_answer(self.name, mixture, ctx, record, stage.budget, f"{self.name} fit", warnings,
-                             search_budget=stage.budget)
+        return rs.TableFit(best, predicted, record, tuple(warnings), score, per_eval=True,
+                           extra={"search_budget": float(settings.budget)})

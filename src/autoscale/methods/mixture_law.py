@@ -19,14 +19,15 @@ with J x m, runs do not.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
 
+from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
 from autoscale.methods import random_search as rs
-from autoscale.methods.base import Context, FinishedRun, MethodResult, Stage, fitted_answer
-from autoscale.mixture import Mixture
+from autoscale.methods.base import Context, Stage
 from autoscale.settings import Tokens
 
 
@@ -74,12 +75,13 @@ class MixtureLawMethod(rs.RandomSearch):
         return [stage for b in settings.budgets
                 for stage in rs.RandomSearch.stages(self, settings.model_copy(update={"budget": float(b)}), ctx)]
 
-    def result(self, settings: MixtureLawSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+    def table_settings(self, options: Mapping[str, Any], budgets: Sequence[float]) -> dict[str, Any]:
+        return {**options, "budgets": [float(b) for b in budgets]}
+
+    def fit(self, settings: MixtureLawSettings, ctx: Context, table: RunsTable) -> rs.TableFit:
         from autoscale.laws.optimal_mixture import fit_mixture_law, optimal_weights
 
-        stages = self.stages(settings, ctx)
-        done = [r for s in stages for r in runs[s.name]]
-        weights, objective, evals, tokens = rs.weights_and_objective(ctx, done)
+        weights, objective, evals, tokens = rs.table_data(ctx, table)
         metric = ctx.objective.metric
         measured = rs.as_loss(ctx, evals)  # the law is on losses
         law = fit_mixture_law(tokens, weights, measured, seed=ctx.seed, starts=settings.starts)
@@ -87,18 +89,26 @@ class MixtureLawMethod(rs.RandomSearch):
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         w = rs.eval_weights(ctx)
         best = optimal_weights(law, ctx.target, lower=lo, upper=hi, weights=w, metric=metric)
-        mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
         fitted = law.losses(tokens, weights)
         error = float(np.mean(np.abs(fitted - measured) / np.abs(measured)))
         if not np.isfinite(error):
             raise AutoscaleError("mixture law: the fitted law predicts non-finite losses")
-        largest = stages[-1]
-        record = self.record(
-            largest, runs[largest.name], mixture, budgets=[s.budget for s in stages], tokens=tokens, weights=weights,
+        spread = ((measured - measured.mean(axis=0)) ** 2).sum(axis=0)
+        r2 = 1.0 - ((fitted - measured) ** 2).sum(axis=0) / np.where(spread > 0, spread, np.inf)
+
+        def score(h: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            losses = law.losses(d, h)
+            values = losses if metric == "loss" else np.exp(losses)
+            return (values.mean(axis=-1) if w is None else values @ (w / w.sum())), values
+
+        budgets = [float(b) for b in settings.budgets]
+        record = dict(
+            budgets=budgets, tokens=tokens, weights=weights,
             objective=objective, law={"params": law.params, "domains": list(ctx.domains),
                                       "validation": list(ctx.eval_domains),
                                       "order": "log E, log C_1..m, log g_1..m, log K_1..m, log g_B, log beta"},
-            fit_relative_error=error, predicted_objective=float(law.objective(ctx.target, best, w, metric)),
+            fit_relative_error=error, r2=dict(zip(ctx.eval_domains, map(float, r2), strict=True)),
+            predicted_objective=float(law.objective(ctx.target, best, w, metric)),
             floor=lo, cap=hi, objective_name=ctx.objective.describe(), warnings=[])
-        return fitted_answer(self.name, mixture, ctx, record, largest.budget, f"{self.name} fit",
-                             search_budgets=[s.budget for s in stages])
+        return rs.TableFit(best, record["predicted_objective"], record, (), score, per_eval=True,
+                           extra={"search_budgets": budgets})

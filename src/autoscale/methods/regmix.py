@@ -18,14 +18,12 @@ search budget (m = 7: 32 / 112; m = 17: 72 / 272; m = 24: 100 / 384). The paper 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-
+import numpy as np
 from pydantic import Field
 
+from autoscale.ddo.runs import RunsTable
 from autoscale.methods import random_search as rs
-from autoscale.methods.base import Context, FinishedRun, MethodResult, fitted_answer
-from autoscale.mixture import Mixture
+from autoscale.methods.base import Context
 
 
 class RegMixSettings(rs.RandomSearchSettings):
@@ -52,11 +50,10 @@ class RegMix(rs.RandomSearch):
 
         return default_runs(m)
 
-    def result(self, settings: RegMixSettings, ctx: Context, runs: Mapping[str, Sequence[FinishedRun]]) -> MethodResult:
+    def fit(self, settings: RegMixSettings, ctx: Context, table: RunsTable) -> rs.TableFit:
         from autoscale.laws.regmix import best_mixture, fit_regressor
 
-        (stage,) = self.stages(settings, ctx)
-        weights, objective, _, _ = rs.weights_and_objective(ctx, runs[stage.name])
+        weights, objective, _, _ = rs.table_data(ctx, table)
         # RegMix regresses the loss: a perplexity objective in log (the same ranking, tamer outliers)
         perplexity = ctx.objective.metric == "perplexity"
         model = fit_regressor(weights, rs.as_loss(ctx, objective), seed=ctx.seed)
@@ -65,9 +62,12 @@ class RegMix(rs.RandomSearch):
         best = best_mixture(model, rs.prior(settings, ctx), ctx.seed + 1, candidates=settings.candidates,
                             top_k=settings.top_k, lower=lo, upper=hi, temperature=settings.temperature,
                             min_weight=settings.min_weight)
-        mixture = Mixture.from_weights(dict(zip(ctx.domains, map(float, best), strict=True)), ctx.target)
-        predicted = float(model.predict(best[None, :])[0])
-        predicted = math.exp(predicted) if perplexity else predicted
+
+        def score(w: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, None]:
+            predicted = model.predict(np.asarray(w, dtype=float))
+            return (np.exp(predicted) if perplexity else predicted), None
+
+        predicted = float(score(best[None, :], np.array([ctx.target]))[0][0])
         rho = model.cv_spearman
         warnings = []
         if rho < 0.5:
@@ -76,10 +76,10 @@ class RegMix(rs.RandomSearch):
         if predicted < objective.min():
             warnings.append(f"the regressor predicts {predicted:.4g} for the chosen mixture, better than every "
                             f"search run (best {objective.min():.4g}): it extrapolates")
-        record = self.record(
-            stage, runs[stage.name], mixture, weights=weights, objective=objective, prior=rs.prior(settings, ctx),
+        record = dict(
+            weights=weights, objective=objective, prior=rs.prior(settings, ctx),
             predicted_objective=predicted, best_run_objective=float(objective.min()),
-            cv_spearman=rho, regressor=dict(model.params), floor=lo, cap=hi, candidates=settings.candidates, top_k=settings.top_k,
-            objective_name=ctx.objective.describe(), warnings=warnings)
-        return fitted_answer(self.name, mixture, ctx, record, stage.budget, f"{self.name} fit", warnings,
-                             search_budget=stage.budget)
+            cv_spearman=rho, regressor=dict(model.params), floor=lo, cap=hi, candidates=settings.candidates,
+            top_k=settings.top_k, objective_name=ctx.objective.describe(), warnings=warnings)
+        return rs.TableFit(best, predicted, record, tuple(warnings), score,
+                           extra={"search_budget": float(settings.budget)})
