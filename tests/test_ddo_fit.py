@@ -218,7 +218,7 @@ def test_bootstrap_gives_intervals_around_the_point_estimate_and_is_seeded():
 def test_bootstrap_without_replicates_is_an_error():
     table = SeparableWorld.random(("a", "b"), seed=1).fill(plan_ddo(("a", "b"), budget=1e6))
     with pytest.raises(AutoscaleError, match="bootstrap needs replicate runs"):
-        fit_ddo(table, bootstrap=10)
+        fit_ddo(table, bootstrap=20)
 
 
 def test_bootstrap_with_only_base_replicates_says_the_rest_stay_fixed():
@@ -228,7 +228,7 @@ def test_bootstrap_with_only_base_replicates_says_the_rest_stay_fixed():
     table = RunsTable(tuple(f"r{i}" for i in range(idx.size)), domains, plan.tokens[idx], plan.eval_names,
                       plan.evals[idx])
     table = SeparableWorld.random(domains, seed=1).fill(table, noise=1e-3)
-    result = fit_ddo(table, bootstrap=10)
+    result = fit_ddo(table, bootstrap=20)
     assert any("4 of 5 design points have a single run" in w for w in result.warnings)
 
 

@@ -92,6 +92,52 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
         assert message in err and "\n" not in err, (case, err)
 
 
+def test_a_damaged_checkpoint_or_cached_score_is_one_line_or_scored_again(runs, tmp_path, capsys):
+    """Damaged model settings in a kept checkpoint: one line, nothing cached. A damaged cached score:
+    scored again, and said so."""
+    from autoscale.train.checkpoint import load_checkpoint
+
+    root, store = runs
+    state = load_checkpoint(root / "random" / CHECKPOINT)
+    for case, change in (("a bad n_layer", {"n_layer": "x"}), ("a changed d_model", {"d_model": 32}),
+                         ("no vocab_size", None)):
+        run = tmp_path / case.replace(" ", "_")
+        damaged = dict(state)
+        if change is None:
+            damaged.pop("vocab_size")
+        else:
+            damaged["model_config"] = {**state["model_config"], **change}
+        save_checkpoint(run / CHECKPOINT, damaged)
+        assert run_cli("eval", str(run), "--store", str(store.path), "--tasks", TASK) == 2, case
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "checkpoint" in err, (case, err)
+        assert not (run / "downstream").exists(), case
+    first = evaluate_run(root / "random", store, [TASK], limit=5)
+    cached = root / "random" / "downstream" / f"{first['key']}.json"
+    cached.write_text("{not json")
+    again = evaluate_run(root / "random", store, [TASK], limit=5)
+    assert not again["cached"] and "damaged" in again["note"] and again["tasks"] == first["tasks"]
+    assert evaluate_run(root / "random", store, [TASK], limit=5)["cached"]  # repaired
+
+
+def test_an_unknown_task_in_the_config_is_refused_before_anything_trains(tmp_path, capsys):
+    import yaml
+
+    for tasks in (["no_such_task"], [""]):
+        config = {
+            "data": {"store": str(tmp_path / "store"), "sources": str(CORPUS), "domains": ["web", "code", "books"],
+                     "vocab_size": 257, "val_tokens": 2048},
+            "ddo": {"budgets": [6000, 12000]},
+            "target": {"budget": 24000, "validate": True, "downstream": {"tasks": tasks}},
+        }
+        path = tmp_path / "down.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert run_cli("run", str(path), "--quiet") == 2, tasks
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and ("unknown task" in err or "non-empty" in err), err
+        assert not list((tmp_path / "down").glob("runs/*")), tasks
+
+
 def test_without_the_extra_it_says_how_to_install_it(runs):
     root, store = runs
     # a fake only to cause the fault: lm_eval made unimportable in a child process

@@ -74,7 +74,7 @@ CASES = {
     "budget that is not a count": (changed("ddo.budgets", ["10k", "lots"]),
                                    "ddo.budgets.1: expected a number of tokens like 2e5 or 200k, got 'lots'"),
     "negative target with a suffix": (changed("target.budget", "-80k"),
-                                      "target.budget: must be a positive number of tokens, got '-80k'"),
+                                      "target.budget: must be a positive, finite number of tokens, got '-80k'"),
     "fractional evaluation tokens": (changed("proxy", {"eval": {"max_tokens": "1.5"}}),
                                      "proxy.eval.max_tokens: must be a whole number of tokens, got '1.5'"),
 }

@@ -114,8 +114,8 @@ def test_cli_refuses_a_mixture_whose_total_overflows(tmp_path, capsys, fmt):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("-5", "must be a positive number of tokens"), ("0", "must be a positive number of tokens"),
-    ("inf", "must be a positive number of tokens"), ("nan", "must be a positive number of tokens"),
+    ("-5", "must be a positive, finite number of tokens"), ("0", "must be a positive, finite number of tokens"),
+    ("inf", "must be a positive, finite number of tokens"), ("nan", "must be a positive, finite number of tokens"),
     ("1.5", "must be a whole number of tokens"), ("4q", "expected a number of tokens"),
 ])
 def test_cli_refuses_a_bad_global_batch(tmp_path, capsys, value, message):

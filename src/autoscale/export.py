@@ -121,7 +121,10 @@ def export_mixture(
                 raise AutoscaleError(f"Megatron data prefix for {d!r} must be non-empty without spaces, got {p!r}")
         return "".join(f"{weights[d]!r} {where[d]}\n" for d in mixture.domains)
     if fmt == "olmo-core":
-        repetition = 1.0 if max_epochs is None else max(1.0, float(max_epochs))
+        repetition = 1.0 if max_epochs is None else float(max_epochs)
+        if not (1.0 <= repetition < float("inf")):  # NaN fails too
+            raise AutoscaleError(f"max_epochs (OLMo-core's max_repetition_ratio) must be a finite number >= 1, "
+                                 f"got {max_epochs!r}")
         config = {
             "source_list": {
                 "sources": [

@@ -6,6 +6,7 @@ Every command-line option and config setting that is a number of tokens goes thr
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 from autoscale.errors import AutoscaleError
@@ -30,7 +31,7 @@ def parse_tokens(text: str, option: str = "--budget", *, whole: bool = False) ->
     except (ArithmeticError, ValueError):
         raise AutoscaleError(f"{option}: expected a number of tokens like 2e5 or 200k, got {text!r}") from None
     if not value > 0 or value == float("inf"):
-        raise AutoscaleError(f"{option}: must be a positive number of tokens, got {text!r}")
+        raise AutoscaleError(f"{option}: must be a positive, finite number of tokens, got {text!r}")
     if whole:
         if exact != exact.to_integral_value():
             raise AutoscaleError(f"{option}: must be a whole number of tokens, got {text!r}")
@@ -42,6 +43,10 @@ def token_setting(value: object, *, whole: bool = False) -> object:
     """A config setting that is a token count: a string is parsed like an option (``16k``, ``4M``),
     anything else is returned for the config's own type check. Raises ValueError (what pydantic
     validators raise) with the problem."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML's .inf, or 1e400: refused before anything trains
+            raise ValueError(f"must be a finite number of tokens, got {value!r}")
+        return value
     if not isinstance(value, str):
         return value
     try:

@@ -11,9 +11,18 @@ from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 from autoscale.tokens import TOKEN_SUFFIXES, parse_tokens
 
-__all__ = ["TOKEN_SUFFIXES", "parse_assignments", "parse_tokens", "read_mixture", "read_text", "write_atomic"]
+__all__ = ["TOKEN_SUFFIXES", "parse_assignments", "parse_tokens", "plain_console", "read_mixture", "read_text",
+           "write_atomic"]
 
 T = TypeVar("T")
+
+
+def plain_console(**options):
+    """A rich Console that prints every string as text, never as markup: names come from users
+    (a mixture called ``mine[/x]`` must print as itself). Styles are given with ``style=``."""
+    from rich.console import Console
+
+    return Console(markup=False, highlight=False, **options)
 
 
 def read_text(path: str | Path, what: str = "file") -> str:

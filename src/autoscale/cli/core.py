@@ -14,7 +14,14 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from autoscale.cli.common import parse_assignments, parse_tokens, read_mixture, read_text, write_atomic
+from autoscale.cli.common import (
+    parse_assignments,
+    parse_tokens,
+    plain_console,
+    read_mixture,
+    read_text,
+    write_atomic,
+)
 from autoscale.cli.methods_table import PREDICTED, SearchOptions, search_options, table_method
 from autoscale.errors import AutoscaleError
 
@@ -44,9 +51,7 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def _console():
-    from rich.console import Console
-
-    console = Console(highlight=False, soft_wrap=False)
+    console = plain_console(soft_wrap=False)
     if not console.is_terminal:
         console.width = 140  # pipes and captured output: no cramped columns
     return console
@@ -419,8 +424,12 @@ def predict(mixtures, target, steps, min_weight, max_tokens, offsets, as_json, o
     result = extrapolate(loaded, **options)
     mixture, intervals = result.mixture, {}
     draws = [mx.metadata.get("bootstrap_draws") for mx in loaded]
-    if all(isinstance(d, list) and d for d in draws):
+    if any(d is not None for d in draws):
         arrays = [_draws(d, mx, p) for d, mx, p in zip(draws, loaded, mixtures, strict=True)]
+        if len({len(a) for a in arrays}) > 1:
+            counts = ", ".join(f"{p} {len(a)}" for p, a in zip(mixtures, arrays, strict=True))
+            raise AutoscaleError(f"bootstrap draws pair only when every input was fitted with the same --bootstrap "
+                                 f"and --seed; draws per input: {counts}")
         values, intervals = extrapolate_draws(loaded, arrays, **options)
         mixture = Mixture(mixture.tokens, dict(mixture.metadata) | {
             "intervals": {d: list(v) for d, v in intervals.items()}, "bootstrap_draws": values.round(8).tolist()})
@@ -430,6 +439,9 @@ def predict(mixtures, target, steps, min_weight, max_tokens, offsets, as_json, o
 def _draws(rows, mixture, path: str):
     from autoscale.ddo.fit import draws_from_rows
 
+    if rows is None:
+        raise AutoscaleError(f"mixture {path!r} has no bootstrap_draws while another input has: fit every budget "
+                             "with the same --bootstrap and --seed (paired draws), or none")
     try:
         return draws_from_rows(rows, len(mixture.domains))
     except AutoscaleError as exc:

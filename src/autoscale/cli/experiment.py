@@ -16,8 +16,12 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+
+from autoscale.cli.common import plain_console
 
 
 @click.command()
@@ -50,7 +54,7 @@ def run_with_progress(job: Any, quiet: bool, command: str) -> Any:
     Ctrl-C and SIGTERM stop cleanly: running runs are marked interrupted and the process exits
     with status 130, telling how to resume (``command``).
     """
-    err = Console(stderr=True)
+    err = plain_console(stderr=True)
     if quiet:
         reporter: Any = _QuietReporter()
     elif err.is_terminal and sys.stdout.isatty():
@@ -76,7 +80,7 @@ def _sigterm(signum: int, frame: Any) -> None:
 def _print_result(result: Any) -> None:
     """Each method's mixtures (its search optima with intervals, then its mixture at the target),
     search compute, held domains, and the validation's speed-ups and gains, from summary.json's record."""
-    console = Console()
+    console = plain_console()
     summary = result.summary
     domains = list(result.target.domains)
     table = Table(title=f"Mixtures (weights) - {result.directory}")
@@ -124,7 +128,7 @@ def _print_result(result: Any) -> None:
             console.print(f"  gain in the final objective over {g.baseline}: {g.mean:+.1%}{ci} "
                           f"({g.seeds} seed{'s' * (g.seeds != 1)}): {g.verdict}")
     for problem in validation.problems:
-        console.print(f"[red]validation: {problem}[/red]")
+        console.print(f"validation: {problem}", style="red")
 
 
 class _QuietReporter:
@@ -217,7 +221,7 @@ class _RichReporter:
         if isinstance(event, StageStarted):
             task = self.stages.get(event.stage)
             if task is None:
-                task = p.add_task(f"[bold]{event.stage}", total=event.runs, count="", rate="")
+                task = p.add_task(f"[bold]{escape(event.stage)}", total=event.runs, count="", rate="")
                 self.stages[event.stage] = task
             self.done[event.stage] = [event.done, event.runs]
             p.update(task, total=event.runs, completed=event.done, count=f"{event.done}/{event.runs} runs")
@@ -227,7 +231,7 @@ class _RichReporter:
                 p.remove_task(old)
             name = event.label.split(": ", 1)[-1]
             attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-            self.runs[event.key] = p.add_task(f"  {name}{attempt}", total=event.tokens, count="", rate="")
+            self.runs[event.key] = p.add_task(f"  {escape(name)}{attempt}", total=event.tokens, count="", rate="")
         elif isinstance(event, RunProgress):
             task = self.runs.get(event.key)
             if task is not None:
@@ -245,9 +249,9 @@ class _RichReporter:
                     p.update(stage, completed=counts[0], count=f"{counts[0]}/{counts[1]} runs")
             else:
                 retry = " (will retry)" if event.retry else ""
-                p.console.print(f"[red]{event.label} failed[/red]: {event.error}{retry}")
+                p.console.print(f"{event.label} failed: {event.error}{retry}", style="red")
         elif isinstance(event, Note):
-            p.console.print(f"[dim]{event.text}[/dim]")
+            p.console.print(event.text, style="dim")
 
 
 def _advice_table(ddo: list[dict[str, Any]]) -> Table:
@@ -277,10 +281,10 @@ def status(directory: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    console = Console()
+    console = plain_console()
     holder = info["running_pid"]
-    console.print(f"[bold]{info['directory']}[/bold]: "
-                  + (f"`autoscale run` active (pid {holder})" if holder else "no `autoscale run` active"))
+    console.print(Text.assemble((info["directory"], "bold"), ": " + (
+        f"`autoscale run` active (pid {holder})" if holder else "no `autoscale run` active")))
     stages = Table(title="stages")
     for col in ("stage", "status", "runs", "seeds", "detail"):
         stages.add_column(col)

@@ -39,20 +39,19 @@ def demo(quick: bool, directory: str | None, seed: int, corpus: str | None, quie
     extrapolated mixture at a 4x larger target, validation there against uniform, natural,
     the reused DDO mixture and a LLaMA-style mixture, and the report. Resumable: rerun the same
     command after an interruption."""
-    from rich.console import Console
-
+    from autoscale.cli.common import plain_console
     from autoscale.recipes.demo import demo_table, run_demo
 
-    err = Console(stderr=True)
+    err = plain_console(stderr=True)
     default = "autoscale-demo-quick" if quick else "autoscale-demo"
     result = run_with_progress(
         lambda reporter: run_demo(
             Path(directory or default), quick=quick, seed=seed, corpus=corpus, reporter=reporter,
-            say=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+            say=lambda msg: err.print(msg, style="dim"),
         ),
         quiet, f"autoscale demo{' --quick' if quick else ''}",
     )
-    Console(width=_width()).print(demo_table(result))
+    plain_console(width=_width()).print(demo_table(result))
 
 
 @click.command()
@@ -72,14 +71,12 @@ def bench(quick: bool, directory: str | None, corpus: str | None, methods: bool,
     fraction of the oracle's gain, the held-out-budget L1 and the search cost. With --methods:
     AutoScale, RegMix and Data Mixing Laws on the same runs, seeds and validation. Resumable: rerun
     the same command after an interruption."""
-    from rich.console import Console
-
-    from autoscale.cli.common import write_atomic
+    from autoscale.cli.common import plain_console, write_atomic
     from autoscale.recipes.bench import QUICK_BENCH, RECORD, run_bench
     from autoscale.recipes.markdown import methods_markdown, record_markdown
     from autoscale.recipes.methods_bench import run_methods_bench
 
-    err = Console(stderr=True)
+    err = plain_console(stderr=True)
     default = "autoscale-bench-quick" if quick else "autoscale-bench"
     command = ("autoscale bench" + (" --quick" if quick else "") + (" --methods" if methods else "")
                + (f" --dir {directory}" if directory else "") + (f" --corpus {corpus}" if corpus else ""))
@@ -87,7 +84,7 @@ def bench(quick: bool, directory: str | None, corpus: str | None, methods: bool,
     result = run_with_progress(
         lambda reporter: runner(
             Path(directory or default), plan=QUICK_BENCH if quick else RECORD, corpus=corpus, reporter=reporter,
-            say=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+            say=lambda msg: err.print(msg, style="dim"),
         ),
         quiet, command,
     )

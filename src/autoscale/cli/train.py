@@ -97,6 +97,8 @@ def evaluate(run_dir, tasks, num_fewshot, limit, store_path, as_json):
     store = TokenStore.open(store_path or _experiment_store(run))
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     result = evaluate_run(run, store, names, num_fewshot=num_fewshot, limit=limit)
+    if "note" in result:
+        click.echo(f"note: {result['note']}", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return

@@ -42,6 +42,16 @@ from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles: a 95% interval
+#: resamples a bootstrap takes: fewer cannot place the 2.5 and 97.5 percentiles, more only burn time
+BOOTSTRAP_RANGE = (20, 100_000)
+
+
+def check_bootstrap(resamples: int) -> int:
+    """``resamples`` (0: no bootstrap), or one error outside `BOOTSTRAP_RANGE`."""
+    lo, hi = BOOTSTRAP_RANGE
+    if resamples and not lo <= resamples <= hi:
+        raise AutoscaleError(f"bootstrap: {resamples} resamples; a 95% interval needs {lo} to {hi} (0: none)")
+    return resamples
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +131,7 @@ def fit_ddo(
         hold: domains to hold at their base share in any case (e.g. held at another budget).
     """
     domains = check_mixture_domains(table.domains)
+    check_bootstrap(bootstrap)
     objective = table.objective(eval_weights)
     design = find_design(table)
     base_tokens = design.base_tokens
@@ -286,14 +297,26 @@ def _noise_record(table: RunsTable, design: Design, noise: NoiseReport, held: Ma
     return record
 
 
-def draws_from_rows(rows: list, m: int) -> np.ndarray:
+def draws_from_rows(rows: object, m: int) -> np.ndarray:
     """The ``[B, m]`` weights of ``bootstrap_draws`` as JSON holds them: a null row (a failed
-    resample) becomes NaN, so that draw k stays the same resample at every budget."""
-    try:
-        return np.array([[np.nan] * m if row is None else [float(v) for v in row] for row in rows],
-                        dtype=float).reshape(len(rows), m)
-    except (TypeError, ValueError):
-        raise AutoscaleError(f"bootstrap_draws must be rows of {m} weights (or null)") from None
+    resample) becomes NaN, so that draw k stays the same resample at every budget. Anything else
+    than rows of ``m`` finite weights >= 0 summing to 1 is one error."""
+    if not isinstance(rows, list) or not rows:
+        raise AutoscaleError(f"bootstrap_draws must be a non-empty list of rows of {m} weights (or null)")
+    out = np.full((len(rows), m), np.nan)
+    for k, row in enumerate(rows):
+        if row is None:
+            continue
+        try:
+            values = np.array([float(v) for v in row], dtype=float) if isinstance(row, list) else None
+        except (TypeError, ValueError):
+            values = None
+        if (values is None or values.shape != (m,) or not np.isfinite(values).all() or (values < 0).any()
+                or abs(values.sum() - 1.0) > 1e-6):
+            raise AutoscaleError(f"bootstrap_draws row {k}: expected {m} weights >= 0 summing to 1 (or null), "
+                                 f"got {str(row)[:80]}")
+        out[k] = values
+    return out
 
 
 def fit_ddo_budgets(tables: Mapping[float, RunsTable], **options) -> dict[float, DDOResult]:

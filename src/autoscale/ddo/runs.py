@@ -283,9 +283,12 @@ def _integer(cell: str, where: str) -> int:
     if not cell:
         raise AutoscaleError(f"{where} is empty")
     try:
-        return int(cell)
+        value = int(cell)
     except ValueError:
         raise AutoscaleError(f"{where} is not an integer: {cell!r}") from None
+    if not -(2**63) <= value < 2**63:  # seeds are stored as 64-bit integers
+        raise AutoscaleError(f"{where} is out of range (a seed fits in 64 bits): {cell!r}")
+    return value
 
 
 def _number(cell: str, where: str, allow_empty: bool) -> float:

@@ -84,6 +84,12 @@ def setup_experiment(config: ExperimentConfig, say: Callable[[str], None]) -> Se
 
         # the sampler's version is part of every key: a new sampler never reuses an old run
         trainer = {"kind": "autoscale", "proxy": config.proxy.fingerprint_dict(), "sampler": SAMPLER_VERSION}
+    if config.target.downstream is not None:  # tasks that resolve, known before anything trains
+        from autoscale.train.downstream import check_tasks
+        from autoscale.train.harness import require_harness
+
+        require_harness()
+        check_tasks(config.target.downstream.tasks)
     objective = Objective(config.objective.metric, config.objective.weights)
     named = tuple(config.objective.weights or ())
     validation = named if any(d not in domains for d in named) else ()

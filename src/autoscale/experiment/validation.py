@@ -152,8 +152,8 @@ def downstream(sched: Scheduler, jobs: Mapping[tuple[str, int], RunJob]) -> dict
             continue
         result = evaluate_run(job.run_dir, store, cfg.tasks, cfg.num_fewshot, cfg.limit)
         sched.report(Note(f"downstream: {job.label}: average {result['average']:.3f}"
-                         + (" (cached)" if result["cached"] else "")))
-        runs.setdefault(name, []).append({"seed": seed, **{k: v for k, v in result.items() if k != "cached"}})
+                         + (" (cached)" if result["cached"] else "") + (f"; {result['note']}" if "note" in result else "")))
+        runs.setdefault(name, []).append({"seed": seed, **{k: v for k, v in result.items() if k not in ("cached", "note")}})
     mixtures = {name: mean_over_seeds(results) for name, results in runs.items()}
     best = max(mixtures, key=lambda n: mixtures[n]["average"]) if mixtures else None
     sched.stage_done("downstream", "completed", None if best is None else

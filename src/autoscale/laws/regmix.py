@@ -173,6 +173,8 @@ def _cross_validated(x: np.ndarray, y: np.ndarray, settings: Mapping[str, Any], 
         held = order[f::folds]
         train = np.setdiff1d(order, held)
         predicted[held] = _booster(x[train], y[train], settings, seed).predict(x[held])
+    if np.ptp(predicted) == 0 or np.ptp(y) == 0:  # a constant ranks nothing (and scipy would warn)
+        return -1.0
     rho = spearmanr(predicted, y).statistic
     return float(rho) if np.isfinite(rho) else -1.0
 

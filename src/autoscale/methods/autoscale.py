@@ -58,6 +58,16 @@ class DDOConfig(_Strict):
         None, ge=1, strict=True,
         description="evaluation points of each DDO run (1: the final evaluation only); default proxy.eval.points")
 
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: int) -> int:
+        from autoscale.ddo.fit import check_bootstrap
+
+        try:
+            return check_bootstrap(v)
+        except AutoscaleError as exc:
+            raise ValueError(str(exc).removeprefix("bootstrap: ")) from None
+
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[float]) -> list[float]:

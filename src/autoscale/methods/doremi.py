@@ -72,6 +72,7 @@ class DoReMi(Method):
         return base_weights(settings.base, ctx, self.section)
 
     def stages(self, settings: DoReMiSettings, ctx: Context) -> list[Stage]:
+        rs.check_bounds(settings, ctx)  # type: ignore[arg-type]
         base = Mixture.from_weights(self.base(settings, ctx), settings.budget)
         mode = {"kind": "doremi", "eta": settings.eta, "smoothing": settings.smoothing}
         run = PlannedRun("proxy", dict(base.tokens), ctx.seed, settings.eval_points, mode=mode, phases=2)

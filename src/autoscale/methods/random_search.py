@@ -77,13 +77,28 @@ def prior(settings: RandomSearchSettings, ctx: Context) -> np.ndarray:
     return p / p.sum()
 
 
-def bounds(settings: RandomSearchSettings, ctx: Context, budget: float) -> tuple[np.ndarray, np.ndarray]:
-    """(floor, cap) on each weight of a mixture of ``budget`` tokens."""
-    m = len(ctx.domains)
+def floor_of(settings: RandomSearchSettings, m: int) -> float:
+    """The chosen mixture's least weight: ``floor``, or the default; one error when m x floor >= 1."""
     floor = default_floor(m) if settings.floor is None else settings.floor
     if m * floor >= 1:
         raise AutoscaleError(f"floor {floor:g} x {m} domains >= 1: no room left to mix (the floor must be below "
                              f"1/m = {1 / m:.4g})")
+    return floor
+
+
+def check_bounds(settings: RandomSearchSettings, ctx: Context) -> None:
+    """The floors and caps leave a mixture at the target (without a target yet: the floor alone),
+    checked where the stages are planned, so that a bad floor is refused before anything trains."""
+    if ctx.target is None:
+        floor_of(settings, len(ctx.domains))
+    else:
+        bounds(settings, ctx, ctx.target)
+
+
+def bounds(settings: RandomSearchSettings, ctx: Context, budget: float) -> tuple[np.ndarray, np.ndarray]:
+    """(floor, cap) on each weight of a mixture of ``budget`` tokens."""
+    m = len(ctx.domains)
+    floor = floor_of(settings, m)
     hi = np.array([min(1.0, (ctx.caps or {}).get(d, np.inf) / budget) for d in ctx.domains])
     lo = np.full(m, floor)
     if lo.sum() > 1 or hi.sum() < 1 or (lo > hi).any():
@@ -196,6 +211,7 @@ class RandomSearch(Method):
         return [float(settings.budget)]
 
     def stages(self, settings: RandomSearchSettings, ctx: Context) -> list[Stage]:
+        check_bounds(settings, ctx)
         m = len(ctx.domains)
         runs = settings.runs if settings.runs is not None else self.default_runs(m)
         return [search_stage(self.name, settings, ctx, runs, self.least_runs(m))]

@@ -19,7 +19,7 @@ search budget (m = 7: 32 / 112; m = 17: 72 / 272; m = 24: 100 / 384). The paper 
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from autoscale.ddo.runs import RunsTable
 from autoscale.methods import random_search as rs
@@ -31,6 +31,12 @@ class RegMixSettings(rs.RandomSearchSettings):
 
     candidates: int = Field(100_000, ge=100, strict=True, description="random mixtures the regressor scores")
     top_k: int = Field(100, ge=1, strict=True, description="the best this many candidates are averaged")
+
+    @model_validator(mode="after")
+    def _top_k(self) -> RegMixSettings:
+        if self.top_k > self.candidates:
+            raise ValueError(f"top_k {self.top_k} is more than the {self.candidates} candidates it averages from")
+        return self
 
 
 class RegMix(rs.RandomSearch):

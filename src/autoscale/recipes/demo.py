@@ -179,18 +179,25 @@ def open_workspace(
     run of ``plan`` in ``directory``."""
     note = say or (lambda _msg: None)
     out = Path(directory).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise AutoscaleError(f"{what} folder {str(out)!r} is a file")
+    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
+        raise AutoscaleError(f"cannot write in the {what} folder {str(out)!r}: permission denied")
+    source, domains = find_corpus(plan, corpus, note)  # a refused corpus leaves no folder behind
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if plan.slice_mb is not None:
+            source = slice_corpus(source, out / "corpus", domains, plan.slice_mb)
     except OSError as exc:
-        raise AutoscaleError(f"cannot create {what} folder {str(out)!r}: {exc.strerror}") from None
-    source, domains = prepare_corpus(plan, out, corpus, note)
+        raise AutoscaleError(f"cannot write in the {what} folder {str(out)!r}: {exc.strerror or exc}") from None
     return out, source, domains, note
 
 
-def prepare_corpus(
-    plan: DemoPlan, directory: Path, corpus: str | os.PathLike | None, say: Callable[[str], None]
+def find_corpus(
+    plan: DemoPlan, corpus: str | os.PathLike | None, say: Callable[[str], None]
 ) -> tuple[Path, tuple[str, ...]]:
-    """The corpus folder the experiment reads and the domains it uses (the plan's, as present)."""
+    """The corpus folder (the demo corpus, built or cached, or ``corpus``) and the domains of the
+    plan it holds; nothing is written in the workspace."""
     if corpus is None:
         from autoscale.data.demo import fetch_demo
 
@@ -208,8 +215,6 @@ def prepare_corpus(
         raise AutoscaleError(
             f"corpus {str(source)!r} has {len(domains)} of the demo's domains ({', '.join(plan.domains)}); need 3"
         )
-    if plan.slice_mb is not None:
-        source = slice_corpus(source, directory / "corpus", domains, plan.slice_mb)
     return source, domains
 
 

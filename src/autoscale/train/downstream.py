@@ -32,6 +32,28 @@ def local_tasks() -> dict[str, Path]:
     return {p.name[: -len(".jsonl")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jsonl")}
 
 
+def check_tasks(tasks: Sequence[str]) -> None:
+    """Refuse, in a second and before anything trains or loads, a task no one defines: not one of
+    ours, and its name in no task file of lm-eval (a text search: lm-eval's own index, which takes
+    seconds to build, decides the rest when the run is scored)."""
+    import importlib.util
+
+    if not tasks or any(not isinstance(t, str) or not t.strip() for t in tasks):
+        raise AutoscaleError("name at least one task, each a non-empty name (--tasks)")
+    local = local_tasks()
+    missing = {t for t in tasks if t not in local}
+    spec = importlib.util.find_spec("lm_eval")
+    if missing and spec is not None and spec.origin is not None:
+        for path in (Path(spec.origin).parent / "tasks").rglob("*.yaml"):
+            text = path.read_bytes()
+            missing = {t for t in missing if t.encode() not in text}
+            if not missing:
+                return
+    if missing:
+        raise AutoscaleError(f"unknown task {sorted(missing)[0]!r} (autoscale's local tasks: {', '.join(local)}; "
+                             "or a standard lm-eval task whose dataset is in the Hugging Face cache)")
+
+
 def _task_yaml(name: str, data: Path) -> str:
     """A multiple-choice harness task over ``data`` (context, choices, gold)."""
     return json.dumps({
@@ -57,27 +79,41 @@ def task_identity(tasks: Sequence[str]) -> dict[str, str]:
 
 def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fewshot: int = 0,
                  limit: int | None = None) -> dict[str, Any]:
-    """{"tasks": {task: {"metric", "value", "stderr"}}, "average", "cached", "key"} for one run."""
+    """{"tasks": {task: {"metric", "value", "stderr"}}, "average", "cached", "key"} for one run, and a
+    "note" when a damaged cached score was replaced."""
     from autoscale.train.harness import kept_weights, require_harness
 
     require_harness()
     import lm_eval
 
     run_dir = Path(run_dir)
-    if not tasks:
-        raise AutoscaleError("name at least one task (--tasks)")
+    check_tasks(tasks)
     state = kept_weights(run_dir)
     key = hashlib.sha256(json.dumps({
         "run": state.get("fingerprint"), "tasks": task_identity(tasks), "num_fewshot": num_fewshot, "limit": limit,
         "harness": lm_eval.__version__,
     }, sort_keys=True).encode()).hexdigest()[:16]
     path = run_dir / DOWNSTREAM / f"{key}.json"
+    note = {}
     if path.exists():
-        return json.loads(path.read_text(encoding="utf-8")) | {"cached": True}
+        cached = _cached(path)
+        if cached is not None:
+            return cached | {"cached": True}
+        note = {"note": f"the cached score {path.name} was damaged: the run was scored again"}
     result = _evaluate(run_dir, state, store, list(tasks), num_fewshot, limit) | {"key": key}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=1) + "\n")
-    return result | {"cached": False}
+    return result | {"cached": False} | note
+
+
+def _cached(path: Path) -> dict[str, Any] | None:
+    """A cached score, or None when the file is damaged (it is then scored again, and said so)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("tasks"), dict) and isinstance(data.get("average"), float)
+    return data if ok else None
 
 
 def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[str], num_fewshot: int,

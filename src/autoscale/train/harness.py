@@ -56,16 +56,28 @@ class ProxyHarnessLM(LM):  # type: ignore[misc,valid-type]
     def from_run(cls, run_dir: str | Path, store: Any, state: Mapping[str, Any] | None = None) -> ProxyHarnessLM:
         """The model of a finished run whose weights were kept (its checkpoint ``state``, read from
         ``run_dir`` when not given), with ``store``'s tokenizer (a `TokenStore`)."""
+        from pydantic import ValidationError
+
         from autoscale.train.config import ModelConfig
         from autoscale.train.models import build_model, hf_objective
 
         state = kept_weights(run_dir) if state is None else state
-        config = ModelConfig.model_validate(state["model_config"])
+        try:
+            config = ModelConfig.model_validate(state["model_config"])
+            vocab = int(state["vocab_size"])
+        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+            problem = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:160]
+            raise AutoscaleError(f"{run_dir}: the checkpoint's model settings are damaged ({problem}); "
+                                 "delete the run folder to train it again") from None
         if hf_objective(config) != "causal":
             raise AutoscaleError(f"{run_dir}: downstream evaluation supports causal models only, not a masked "
                                  f"{config.kind} (the paper fine-tunes encoders, which is out of scope)")
-        model = build_model(config, int(state["vocab_size"]))
-        model.load_state_dict(state["model"])
+        model = build_model(config, vocab)
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:  # shapes that no longer match the settings
+            raise AutoscaleError(f"{run_dir}: the checkpoint's weights do not fit its model settings "
+                                 f"({str(exc).splitlines()[0][:160]}); delete the run folder to train it again") from None
         return cls(model, store.tokenizer(), int(store.eot_id), config.context or config.seq_len)
 
     # --- the harness's interface ------------------------------------------------------------------
