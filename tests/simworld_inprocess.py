@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import traceback
 from collections.abc import Iterator
 from functools import cache
@@ -56,6 +57,7 @@ class _Finished:
 
     def __init__(self, returncode: int) -> None:
         self.returncode = returncode
+        self.pid = os.getpid()  # the run was trained by this process
 
     def poll(self) -> int:
         return self.returncode
@@ -67,9 +69,9 @@ class _Finished:
 class InProcessSimworld(command.CommandExecutor):
     """The command executor, with the stand-in trainer's runs called in this process."""
 
-    def _spawn(self, argv: list[str], run_dir: Path):  # type: ignore[override]
+    def _spawn(self, argv: list[str], run_dir: Path, lock: int):  # type: ignore[override]
         if not _in_process(argv):
-            return super()._spawn(argv, run_dir)
+            return super()._spawn(argv, run_dir, lock)
         (run_dir / "stdout.log").touch()  # the trainer prints nothing on stdout
         with open(run_dir / "stderr.log", "a") as err, contextlib.redirect_stderr(err):
             try:

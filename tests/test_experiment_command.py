@@ -167,3 +167,47 @@ def test_a_missing_trainer_program_is_a_config_error(store, tmp_path, capsys):
     config.write_text(yaml.safe_dump(data))
     assert run_cli("run", str(config)) == 2
     assert "program './no-such-trainer' not found" in capsys.readouterr().err
+
+
+def test_a_killed_driver_leaves_one_trainer_per_run_folder_and_a_rerun_adopts_it(tmp_path):
+    """kill -9 of `autoscale run` while its trainers run: they run on to their end (their own
+    sessions), and a rerun started at once waits for each, adopts its result, and says so. Exactly
+    one trainer ever writes each run folder, and the results equal an uninterrupted run's."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from cli_helpers import tiny_experiment
+
+    path = tiny_experiment(tmp_path, "orphans")
+    config = yaml.safe_load(path.read_text())
+    config["executor"]["command"] += ["--sleep", "2", "--log-pid"]
+    config["target"] = {"budget": 16_000_000}  # the search is enough to show it
+    path.write_text(yaml.safe_dump(config))
+    folder = tmp_path / "orphans"
+    cmd = [sys.executable, "-m", "autoscale", "run", str(path), "--quiet"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("runs/*/trainers.log"))) < 2:  # two trainers started (workers: 2)
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    orphaned = [p.parent for p in folder.glob("runs/*/trainers.log") if not (p.parent / "metrics.json").exists()]
+    assert orphaned  # trainers still running, the driver gone
+    rerun = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)  # not --quiet: the notes
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "adopted" in rerun.stderr
+    for log in folder.glob("runs/*/trainers.log"):
+        assert len(log.read_text().split()) == 1, f"two trainers wrote {log.parent.name}"
+    reference = tmp_path / "reference.yaml"
+    config["executor"]["command"] = [a for a in config["executor"]["command"] if a not in ("--sleep", "2", "--log-pid")]
+    reference.write_text(yaml.safe_dump(config))
+    assert subprocess.run(cmd[:3] + ["run", str(reference), "--quiet"], capture_output=True).returncode == 0
+    ours, theirs = (json.loads((tmp_path / name / "autoscale_target.json").read_text())["mixture"]
+                    for name in ("orphans", "reference"))
+    assert ours == theirs

@@ -137,6 +137,8 @@ class Scheduler:
             with contextlib.closing(self.executor.execute(todo, on_start, on_progress)) as outcomes:
                 for outcome in outcomes:
                     job = by_key[outcome.key]
+                    if outcome.note:
+                        self.report(Note(f"{job.label}: {outcome.note}"))
                     outcome = self.check_outcome(outcome)
                     ok = outcome.status == "completed"
                     self.store.mark_finished(

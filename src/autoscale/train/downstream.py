@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
 
 DOWNSTREAM = "downstream"
+TASKS_PREFIX = "autoscale-tasks-"  # temporary folders of our tasks' definitions and processed data
 
 
 def local_tasks() -> dict[str, Path]:
@@ -54,10 +56,14 @@ def check_tasks(tasks: Sequence[str]) -> None:
                              "or a standard lm-eval task whose dataset is in the Hugging Face cache)")
 
 
-def _task_yaml(name: str, data: Path) -> str:
-    """A multiple-choice harness task over ``data`` (context, choices, gold)."""
+def _task_yaml(name: str, data: Path, cache: Path | None = None) -> str:
+    """A multiple-choice harness task over ``data`` (context, choices, gold); ``cache``: where the
+    `datasets` library writes its processed copy and lock files (not the user's HF cache)."""
+    kwargs: dict[str, Any] = {"data_files": {"test": str(data)}}
+    if cache is not None:
+        kwargs["cache_dir"] = str(cache)
     return json.dumps({
-        "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "task": name, "dataset_path": "json", "dataset_kwargs": kwargs,
         "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{context}}",
         "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}", "target_delimiter": "",
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
@@ -106,6 +112,24 @@ def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fews
     return result | {"cached": False} | note
 
 
+def _sweep_task_folders() -> None:
+    """Remove the task folders that killed scorings left in the temporary directory (their pid is dead)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TASKS_PREFIX}*"):
+        pid = folder.name[len(TASKS_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _cached(path: Path) -> dict[str, Any] | None:
     """A cached score, or None when the file is damaged (it is then scored again, and said so)."""
     try:
@@ -127,10 +151,13 @@ def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[s
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     local = local_tasks()
     model = ProxyHarnessLM.from_run(run_dir, store, state)  # the checkpoint is read once
-    with tempfile.TemporaryDirectory(prefix="autoscale-tasks-") as folder:
+    _sweep_task_folders()
+    # named by our pid: removed on any exit but a kill, and then by the next scoring (`_sweep_task_folders`)
+    with tempfile.TemporaryDirectory(prefix=f"{TASKS_PREFIX}{os.getpid()}-") as folder:
         for t in tasks:
             if t in local:
-                Path(folder, f"{t}.yaml").write_text(_task_yaml(t, local[t]), encoding="utf-8")
+                Path(folder, f"{t}.yaml").write_text(_task_yaml(t, local[t], Path(folder) / "datasets"),
+                                                     encoding="utf-8")
         # indexing lm-eval's thousands of built-in tasks takes seconds: only when one is asked for
         manager = TaskManager(include_path=folder, include_defaults=not set(tasks) <= set(local))
         unknown = [t for t in tasks if t not in manager.all_tasks]

@@ -89,6 +89,7 @@ class RunOutcome:
     error: str | None = None
     wall_time_s: float = 0.0
     fatal: bool = False
+    note: str | None = None  # something the user should hear about this run (e.g. an adopted orphan)
 
 
 OnStart = Callable[[RunJob], None]

@@ -17,10 +17,19 @@ validator's one-line message. The process's stdout and stderr go to ``{run_dir}/
 ``stderr.log``. Optional: writing ``{run_dir}/progress.json`` (``{"tokens": n, "total_tokens": N,
 "tokens_per_s": r}``) feeds the progress display. Ctrl-C sends SIGTERM to each running trainer's
 process group (SIGKILL after 5 s).
+
+One trainer per run folder: the executor takes an exclusive lock on ``{run_dir}/.trainer.lock``
+(flock) and hands the locked file to the trainer (an inherited descriptor), so the lock lives as
+long as the trainer, whatever happens to the driver. A driver killed with kill -9 cannot stop its
+trainers (they run in their own sessions): they run to their end. A rerun that finds a run's folder
+still locked waits for that trainer, then adopts the metrics.json it wrote (or, when it wrote none,
+trains the run again), and says which; it never starts a second trainer in a folder a live one writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import os
 import shutil
 import signal
@@ -60,6 +69,7 @@ class CommandExecutor:
         self.env = {**os.environ, **(env or {})}
         self.workers = workers
         self.timeout_s = timeout_s
+        self.notes: dict[str, str] = {}  # run key -> a note for its outcome
         check_program(self.command, cwd, self.env)
 
     def argv(self, job: RunJob) -> list[str]:
@@ -78,9 +88,15 @@ class CommandExecutor:
 
     def execute(self, jobs: Sequence[RunJob], on_start: OnStart, on_progress: OnProgress) -> Iterator[RunOutcome]:
         queue = list(jobs)
-        running: dict[subprocess.Popen[bytes], tuple[RunJob, float]] = {}
+        running: dict[subprocess.Popen[bytes], tuple[RunJob, float, int]] = {}
+        waiting: dict[str, RunJob] = {}  # jobs whose folder a live trainer of a killed driver holds
+        orphans: dict[str, int | None] = {}  # run key -> the pid of that trainer
         try:
-            while queue or running:
+            while queue or running or waiting:
+                for key, job in list(waiting.items()):
+                    if _holder(job.run_dir) is None:  # that trainer has ended: this job goes next
+                        del waiting[key]
+                        queue.insert(0, job)
                 while queue and len(running) < self.workers:
                     job = queue.pop(0)
                     if job.mode is not None:  # the config refuses it first; a last guard
@@ -89,6 +105,16 @@ class CommandExecutor:
                         continue
                     argv = self.argv(job)
                     job.run_dir.mkdir(parents=True, exist_ok=True)
+                    lock = _claim(job.run_dir)
+                    if lock is None:
+                        waiting[job.key] = job
+                        orphans.setdefault(job.key, _holder(job.run_dir))
+                        continue
+                    orphan = orphans.pop(job.key, None) if job.key in orphans else False
+                    adopted = self._adopted(job, lock)
+                    if adopted is not None:
+                        yield adopted
+                        continue
                     (job.run_dir / "progress.json").unlink(missing_ok=True)
                     (job.run_dir / "mixture.json").write_text(
                         Mixture({d: float(n) for d, n in job.tokens.items()},
@@ -96,18 +122,24 @@ class CommandExecutor:
                     )
                     on_start(job)
                     try:
-                        proc = self._spawn(argv, job.run_dir)
+                        proc = self._spawn(argv, job.run_dir, lock)
                     except OSError as exc:
+                        os.close(lock)
                         yield RunOutcome(job.key, "failed", None, f"cannot start {argv[0]!r}: {exc.strerror}")
                         continue
-                    running[proc] = (job, time.perf_counter())
-                for proc, (job, t0) in list(running.items()):
+                    _record_holder(lock, proc.pid)
+                    running[proc] = (job, time.perf_counter(), lock)
+                    if orphan is not False:
+                        self.notes[job.key] = (f"the trainer a killed run left in its folder (pid {orphan}) ended "
+                                               "without a result: trained again")
+                for proc, (job, t0, lock) in list(running.items()):
                     rc = proc.poll()
                     wall = time.perf_counter() - t0
                     if rc is None:
                         if self.timeout_s is not None and wall > self.timeout_s:
                             _stop(proc)
                             del running[proc]
+                            os.close(lock)
                             yield RunOutcome(job.key, "failed", None, f"timed out after {self.timeout_s:g} s", wall)
                         else:
                             progress = read_progress(job)
@@ -115,17 +147,39 @@ class CommandExecutor:
                                 on_progress(progress)
                         continue
                     del running[proc]
-                    yield self._finish(job, rc, wall)
+                    os.close(lock)  # the trainer has exited: the folder is free
+                    outcome = self._finish(job, rc, wall)
+                    note = self.notes.pop(job.key, None)
+                    yield outcome if note is None else dataclasses.replace(outcome, note=note)
                 time.sleep(POLL_S)
         finally:
-            for proc in running:
+            for proc, (_, _, lock) in running.items():
                 _stop(proc)
+                os.close(lock)
 
-    def _spawn(self, argv: list[str], run_dir: Path) -> subprocess.Popen[bytes]:
+    def _adopted(self, job: RunJob, lock: int) -> RunOutcome | None:
+        """The outcome of a trainer that a killed driver left running and that has finished since: its
+        metrics.json (the scheduler removes a stale one before every attempt). None: train the run."""
+        from autoscale.train.metrics import read_metrics
+
+        path = job.run_dir / "metrics.json"
+        if not path.exists():
+            return None
+        try:
+            metrics = read_metrics(path)
+        except AutoscaleError:
+            return None
+        os.close(lock)
+        outcome = outcome_from_metrics(job, metrics, 0.0)
+        return dataclasses.replace(outcome, note="a trainer that a killed `autoscale run` left running finished "
+                                                 "this run: its result adopted, nothing trained again")
+
+    def _spawn(self, argv: list[str], run_dir: Path, lock: int) -> subprocess.Popen[bytes]:
         with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
-            # own session: Ctrl-C in the terminal reaches us, and we stop the trainer's whole group
+            # own session: Ctrl-C in the terminal reaches us, and we stop the trainer's whole group;
+            # the locked file goes with it, so the lock lives as long as the trainer does
             return subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, start_new_session=True)
+                                    stderr=err, start_new_session=True, pass_fds=(lock,))
 
     def _finish(self, job: RunJob, rc: int, wall: float) -> RunOutcome:
         from autoscale.train.metrics import read_metrics
@@ -152,6 +206,37 @@ def check_program(command: Sequence[str], cwd: Path, env: Mapping[str, str] | No
     found = (cwd / program) if os.sep in program else shutil.which(program, path=path)
     if found is None or not Path(found).is_file() or not os.access(found, os.X_OK):
         raise AutoscaleError(f"executor.command: program {program!r} not found or not executable (cwd {cwd})")
+
+
+LOCK = ".trainer.lock"
+
+
+def _claim(run_dir: Path) -> int | None:
+    """An open descriptor holding the exclusive lock of ``run_dir``, or None when a live trainer holds it."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _holder(run_dir: Path) -> int | None:
+    """The pid recorded by the trainer that holds ``run_dir``'s lock (0 if unrecorded); None when free."""
+    fd = _claim(run_dir)
+    if fd is not None:
+        os.close(fd)
+        return None
+    try:
+        return int((run_dir / LOCK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _record_holder(lock: int, pid: int) -> None:
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{pid}\n".encode(), 0)
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
