@@ -218,7 +218,7 @@ FIT_CASES = {
                               "caps allow"),
     "floors above the budget": (REFERENCE_TEXT, ["--min-ratio", "1.5"], "floors need"),
     "bad budget": (REFERENCE_TEXT, ["--budget", "lots"], "--budget: expected a number of tokens"),
-    "negative budget": (REFERENCE_TEXT, ["--budget=-1e9"], "--budget: must be a positive number"),
+    "negative budget": (REFERENCE_TEXT, ["--budget=-1e9"], "--budget: must be a positive, finite number"),
     "bootstrap without replicates": (REFERENCE_TEXT, ["--bootstrap", "20"], "bootstrap needs replicate runs"),
     "one domain": ("run,tokens.web,eval.web\nbase,100,5\nweb-x0.2,20,6\nweb-x3,300,4\n", [],
                    "a data mixture needs at least 2 domains, got 1 (web)"),

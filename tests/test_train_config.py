@@ -103,7 +103,7 @@ def test_train_command_end_to_end(fixture_store, tmp_path, capsys):
     ("args", "message"),
     [
         (["--budget", "lots"], "--budget: expected a number of tokens"),
-        (["--budget", "-5"], "--budget: must be a positive number"),
+        (["--budget", "-5"], "--budget: must be a positive, finite number"),
         (["--store", "{tmp}/nowhere"], "no token store"),
         ([], "no token store: give --store"),
     ],

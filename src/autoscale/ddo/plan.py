@@ -79,8 +79,9 @@ def plan_ddo(
         labels.append((r, f"{r:g}"))
     if len({label for _, label in labels}) != len(labels):
         raise AutoscaleError(f"ratios must be distinct, got {', '.join(label for _, label in labels)}")
-    if not labels:
-        raise AutoscaleError("plan needs at least one ratio (two give the 3 points a fit needs)")
+    if len(labels) < 2:  # with the base, two ratios give each domain the 3 amounts a fit needs
+        raise AutoscaleError(f"ratios: {len(labels)} given; a fit needs at least 2 (with the base run, 3 amounts "
+                             "per domain)")
 
     runs, tokens = ["base"], [base_tokens]
     for r, label in labels:
