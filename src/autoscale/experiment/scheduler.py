@@ -15,7 +15,14 @@ from typing import Any
 
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
-from autoscale.experiment.executors import Executor, RunJob, RunOutcome, RunProgress, make_executor
+from autoscale.experiment.executors import (
+    Executor,
+    RunJob,
+    RunOutcome,
+    RunProgress,
+    finished_metrics,
+    make_executor,
+)
 from autoscale.experiment.folder import METRICS, ExperimentFolder
 from autoscale.experiment.runstore import RunSpec, RunStore
 from autoscale.experiment.setup import Setup
@@ -170,16 +177,8 @@ class Scheduler:
 
 def _finished_on_disk(job: RunJob) -> dict[str, Any] | None:
     """A valid, completed metrics.json in the run's folder (None otherwise)."""
-    from autoscale.train.metrics import read_metrics
-
-    path = job.run_dir / METRICS
-    if not path.exists():
-        return None
-    try:
-        metrics = read_metrics(path)
-    except AutoscaleError:
-        return None
-    return metrics.to_dict() if metrics.usable else None
+    metrics = finished_metrics(job.run_dir)
+    return None if metrics is None else metrics.to_dict()
 
 
 def _prepare_run_dir(job: RunJob, record: Any) -> None:

@@ -108,6 +108,20 @@ class Executor(Protocol):
         ...
 
 
+def finished_metrics(run_dir: Path) -> Any:
+    """The valid, usable metrics.json (`RunMetrics`) a trainer left in ``run_dir``, or None."""
+    from autoscale.train.metrics import read_metrics
+
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        metrics = read_metrics(path)
+    except AutoscaleError:
+        return None
+    return metrics if metrics.usable else None
+
+
 def outcome_from_metrics(job: RunJob, metrics: Any, wall_time_s: float) -> RunOutcome:
     """Turn a validated ``RunMetrics`` into an outcome (diverged runs are never usable)."""
     data = metrics.to_dict()

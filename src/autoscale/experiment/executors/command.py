@@ -45,6 +45,7 @@ from autoscale.experiment.executors import (
     OnStart,
     RunJob,
     RunOutcome,
+    finished_metrics,
     outcome_from_metrics,
     read_progress,
 )
@@ -160,14 +161,8 @@ class CommandExecutor:
     def _adopted(self, job: RunJob, lock: int) -> RunOutcome | None:
         """The outcome of a trainer that a killed driver left running and that has finished since: its
         metrics.json (the scheduler removes a stale one before every attempt). None: train the run."""
-        from autoscale.train.metrics import read_metrics
-
-        path = job.run_dir / "metrics.json"
-        if not path.exists():
-            return None
-        try:
-            metrics = read_metrics(path)
-        except AutoscaleError:
+        metrics = finished_metrics(job.run_dir)
+        if metrics is None:
             return None
         os.close(lock)
         outcome = outcome_from_metrics(job, metrics, 0.0)
