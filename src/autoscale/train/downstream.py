@@ -44,8 +44,13 @@ def check_tasks(tasks: Sequence[str]) -> None:
         raise AutoscaleError("name at least one task, each a non-empty name (--tasks)")
     local = local_tasks()
     missing = {t for t in tasks if t not in local}
-    spec = importlib.util.find_spec("lm_eval")
-    if missing and spec is not None and spec.origin is not None:
+    try:
+        spec = importlib.util.find_spec("lm_eval")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        return  # no harness: `require_harness` says how to install it
+    if missing:
         for path in (Path(spec.origin).parent / "tasks").rglob("*.yaml"):
             text = path.read_bytes()
             missing = {t for t in missing if t.encode() not in text}
@@ -87,13 +92,13 @@ def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fews
                  limit: int | None = None) -> dict[str, Any]:
     """{"tasks": {task: {"metric", "value", "stderr"}}, "average", "cached", "key"} for one run, and a
     "note" when a damaged cached score was replaced."""
+    check_tasks(tasks)  # in a second, before the harness (seconds to import) and the checkpoint load
     from autoscale.train.harness import kept_weights, require_harness
 
     require_harness()
     import lm_eval
 
     run_dir = Path(run_dir)
-    check_tasks(tasks)
     state = kept_weights(run_dir)
     key = hashlib.sha256(json.dumps({
         "run": state.get("fingerprint"), "tasks": task_identity(tasks), "num_fewshot": num_fewshot, "limit": limit,
