@@ -61,6 +61,19 @@ def test_a_bad_config_is_refused_before_any_run_trains(tmp_path, capfd, case):
     assert not list(tmp_path.glob("tiny/runs/*")), "a run trained before the error"
 
 
+def test_a_baseline_without_weights_on_these_domains_is_refused_before_any_run_trains(tmp_path, capfd):
+    """llama-style on domains no LLaMA source maps to: once refused only after the search trained."""
+    for target, message in (({"compare": ["uniform", "llama-style"]}, "no domain among d00, d01, d02 has a LLaMA"),):
+        path = experiment(tmp_path, data={"domains": ["d00", "d01", "d02"]}, target=target)
+        config = yaml.safe_load(path.read_text())
+        config["executor"]["command"] += ["--domains", "d00,d01,d02"]
+        path.write_text(yaml.safe_dump(config))
+        assert run_cli("run", str(path), "--quiet") == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not list(tmp_path.glob("tiny/runs/*")), "a run trained before the error"
+
+
 def test_doremi_floor_is_refused_where_its_stage_is_planned():
     from autoscale.methods import METHODS
     from autoscale.methods.base import Context

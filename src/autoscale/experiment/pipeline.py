@@ -44,7 +44,7 @@ from autoscale.experiment.runstore import RunStore, experiment_lock
 from autoscale.experiment.scheduler import Note, Reporter, Scheduler
 from autoscale.experiment.setup import context, experiment_record, setup_experiment
 from autoscale.experiment.summary import write_summary
-from autoscale.experiment.validation import validate
+from autoscale.experiment.validation import baseline_weights, validate
 from autoscale.methods import METHODS
 from autoscale.methods.base import Artefact, Context, FinishedRun, MethodResult, Stage
 from autoscale.mixture import Mixture
@@ -94,6 +94,8 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter | None = None,
     # every method's design, checked (e.g. enough runs for its domains) before anything is trained
     plans = {name: tuple(METHODS[name].stages(settings, contexts[name]))
              for name, settings in config.method_settings.items()}
+    if config.target.validate_:
+        baseline_weights(config, setup)  # and every baseline's weights over these domains
     with experiment_lock(out), RunStore(folder.store) as store:
         stale = store.interrupt_running("stopped: the previous `autoscale run` ended while this run trained")
         if stale:

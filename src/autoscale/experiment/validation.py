@@ -15,11 +15,12 @@ import numpy as np
 
 from autoscale.baselines import BASELINES
 from autoscale.errors import AutoscaleError
+from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.executors import RunJob
 from autoscale.experiment.folder import CHECKPOINT, METRICS
 from autoscale.experiment.records import ValidationRecord
 from autoscale.experiment.scheduler import Note, Scheduler
-from autoscale.experiment.setup import natural
+from autoscale.experiment.setup import Setup, natural
 from autoscale.methods import METHODS
 from autoscale.methods.base import MethodResult
 from autoscale.mixture import Mixture
@@ -30,16 +31,31 @@ def comparison_mixtures(sched: Scheduler, results: Mapping[str, MethodResult]) -
     """Every method's mixture, then the baselines, then the user's mixtures, at the target."""
     out = {METHODS[n].mixture: r.mixture for n, r in results.items()}
     budget = next(iter(out.values())).budget
-    for name in sched.config.comparisons:
-        baseline = BASELINES[name]
-        if baseline.weights is None:  # offered by a method (ddo: AutoScale's optimum reused)
+    weights = baseline_weights(sched.config, sched.setup)
+    for name in [*sched.config.comparisons, *sched.config.target.mixtures]:
+        if name in weights:
+            out[name] = Mixture.from_weights(weights[name], budget)
+        else:  # offered by a method (ddo: AutoScale's optimum reused)
             offered = next(r.baselines[name] for r in results.values() if name in r.baselines)
             out[name] = offered.scaled_to(budget)
-        else:
-            out[name] = Mixture.from_weights(baseline.weights(sched.setup.domains, natural(sched.setup)), budget)
-    for name, weights in sched.config.target.mixtures.items():
-        out[name] = Mixture.from_weights({d: float(weights.get(d, 0.0)) for d in sched.setup.domains}, budget)
     return out
+
+
+def baseline_weights(config: ExperimentConfig, setup: Setup) -> dict[str, dict[str, float]]:
+    """The weights of every baseline that has its own (not a method's offer) and of the user's
+    mixtures, over the experiment's domains: checked before anything trains."""
+    out = {}
+    for name in config.comparisons:
+        baseline = BASELINES[name]
+        if baseline.weights is not None:
+            out[name] = baseline.weights(setup.domains, natural(setup))
+    for name, weights in config.target.mixtures.items():
+        out[name] = {d: float(weights.get(d, 0.0)) for d in setup.domains}
+        if not sum(out[name].values()) > 0:
+            raise AutoscaleError(f"target.mixtures.{name}: no weight on the training domains "
+                                 f"({', '.join(setup.domains)})")
+    return out
+
 
 def validate(sched: Scheduler, results: Mapping[str, MethodResult],
              retrain_unkept: bool = False) -> tuple[ValidationRecord, list[SpeedUp]]:
