@@ -121,11 +121,11 @@ def _sweep_task_folders() -> None:
     """Remove the task folders that killed scorings left in the temporary directory (their pid is dead)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{TASKS_PREFIX}*"):
         pid = folder.name[len(TASKS_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
