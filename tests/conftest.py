@@ -49,17 +49,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_outside() -> Iterator[None]:
     """After every test of a worker, kills and errors included: no task folder of a dead scoring in
-    the temporary directory (the README lists where a run may write outside its experiment folder)."""
+    the temporary directory, and nothing new in the user's Hugging Face datasets cache (the README
+    lists where a run may write outside its experiment folder)."""
     import tempfile
     from pathlib import Path
 
     from autoscale.train.downstream import TASKS_PREFIX, pid_alive
 
+    cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path.home() / ".cache" / "huggingface" / "datasets")
+
+    def cached() -> set[Path]:
+        return set(cache.rglob("*")) if cache.is_dir() else set()
+
+    before = cached()
     yield
     temp = Path(tempfile.gettempdir())
     pids = {p.name: p.name[len(TASKS_PREFIX):].split("-")[0] for p in temp.glob(f"{TASKS_PREFIX}*")}
     stale = [name for name, pid in pids.items() if pid.isdigit() and not pid_alive(int(pid))]
     assert not stale, f"task folders of dead scorings left in {temp}: {stale}"
+    assert cached() <= before, f"new files in the user's datasets cache: {sorted(map(str, cached() - before))[:3]}"
 
 
 @pytest.fixture

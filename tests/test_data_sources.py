@@ -142,10 +142,12 @@ def test_hugging_face_datasets_are_read_when_the_optional_package_is_there(tmp_p
 
 
 @pytest.mark.parametrize("layout", ["save_to_disk", "parquet files"])
-def test_a_changed_hugging_face_dataset_is_tokenised_again(tmp_path, layout):
+def test_a_changed_hugging_face_dataset_is_tokenised_again(tmp_path, layout, monkeypatch):
     import datasets
 
     folder = tmp_path / "news"
+    cache = tmp_path / "hf-cache"  # the user's datasets cache: a local folder leaves nothing in it
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
 
     def save(docs: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
@@ -177,6 +179,7 @@ def test_a_changed_hugging_face_dataset_is_tokenised_again(tmp_path, layout):
     assert "news: unchanged, reused" not in lines and "web: unchanged, reused" in lines
     news = store.tokenizer().decode(store.train_tokens("news").tolist() + store.val_tokens("news").tolist())
     assert "sent after the first prepare" in news
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_a_hub_dataset_is_fingerprinted_by_its_revision(monkeypatch):

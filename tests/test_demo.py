@@ -132,7 +132,7 @@ def test_quick_bench_decides_with_intervals_and_resumes_without_training_again(t
     assert done.returncode == 0, done.stderr[-3000:]
     text = record.read_text()
     assert f"Command: `autoscale bench --quick --dir {folder}`" in text
-    for baseline in ("uniform", "natural", "DDO 12k reused", "LLaMA-style", "oracle (DDO at the target)"):
+    for baseline in ("uniform", "natural", "DDO 8k reused", "LLaMA-style", "oracle (DDO at the target)"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {baseline} |"))
         assert re.search(r"\[[+-]\d+\.\d%, [+-]\d+\.\d%\] \| \*\*(win|loss|not distinguishable)\*\*", row), row
         assert "pairs" in row  # the speed-up cell counts (search, seed) pairs
@@ -141,7 +141,7 @@ def test_quick_bench_decides_with_intervals_and_resumes_without_training_again(t
     # searches 1 and 2 used disjoint seeds; the oracle was fitted at the target
     s1 = json.loads((folder / "search-1" / "summary.json").read_text())
     assert s1["validation"]["final_objective"]["predicted-2"]
-    assert (folder / "oracle" / "autoscale_runs_48000.csv").is_file()
+    assert (folder / "oracle" / "autoscale_runs_32000.csv").is_file()
     runs = sorted(folder.glob("*/runs/*/metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
     again = autoscale("bench", "--quick", "--dir", str(folder), "--out", str(record), "--quiet")

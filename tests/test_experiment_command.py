@@ -213,3 +213,84 @@ def test_a_killed_driver_leaves_one_trainer_per_run_folder_and_a_rerun_adopts_it
     ours, theirs = (json.loads((tmp_path / name / "autoscale_target.json").read_text())["mixture"]
                     for name in ("orphans", "reference"))
     assert ours == theirs
+
+
+# Autoscale's own trainer (the inline and Ray executors) keeps the same rule: a Ray worker of a
+# killed driver may still be training in the folder when the rerun reaches the run.
+HOLDER = r'''
+import fcntl, os, shutil, sys, time
+run_dir, metrics = sys.argv[1], sys.argv[2]
+fd = os.open(os.path.join(run_dir, ".trainer.lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()}\n".encode())  # what the driver records for its trainer
+print("held", flush=True)
+time.sleep(1.5)
+if metrics:
+    shutil.copy(metrics, os.path.join(run_dir, "metrics.json"))
+'''
+
+
+def held(run_dir: Path, metrics: Path | None):
+    """A process standing for a killed driver's trainer: it holds ``run_dir`` for 1.5 s, then writes
+    ``metrics`` there (a finished run) or nothing (one that died), and exits."""
+    import subprocess
+
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir), str(metrics or "")],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["adopts what it finished", "trains when it did not"])
+def test_our_trainer_waits_for_a_trainer_left_in_its_folder(store, tmp_path, finished):
+    import time
+
+    from autoscale.experiment.executors import ADOPTED, RunJob
+    from autoscale.experiment.executors.inline import train_job
+    from autoscale.train.config import ProxyConfig
+
+    proxy = ProxyConfig.from_dict({"model": {"n_layer": 1, "d_model": 32, "n_head": 2, "seq_len": 32},
+                                   "train": {"batch_size": 8, "threads": 1}, "eval": {"points": 2, "max_tokens": 512}})
+    tokens = {"web": 1000, "code": 1000, "books": 1000}
+    first = train_job(RunJob("a", "first", tokens, 0, tmp_path / "a"), store, proxy)
+    assert first.status == "completed" and first.note is None
+    job = RunJob("b", "second", tokens, 0, tmp_path / "b")
+    holder = held(job.run_dir, tmp_path / "a" / "metrics.json" if finished else None)
+    started = time.perf_counter()
+    outcome = train_job(job, store, proxy)
+    assert holder.wait() == 0 and time.perf_counter() - started > 1.0  # it waited for the holder to end
+    timing = ("tokens_per_s", "wall_time_s")
+    assert outcome.status == "completed"
+    assert {k: v for k, v in outcome.metrics.items() if k not in timing} == {
+        k: v for k, v in first.metrics.items() if k not in timing}  # adopted, or trained the same
+    assert outcome.note == (ADOPTED if finished else None)
+    # adopted: nothing of a training of its own in the folder (no checkpoint, no log)
+    assert sorted(p.name for p in job.run_dir.iterdir()) == (
+        [".trainer.lock", "metrics.json"] if finished else sorted(p.name for p in (tmp_path / "a").iterdir()))
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["adopts what it finished", "trains when it did not"])
+def test_the_command_executor_waits_for_a_trainer_left_in_its_folder(tmp_path, finished):
+    """The other side of a killed driver: a trainer it left that ends without a result has its run
+    trained again, and the executor says so; one that finished has its result adopted."""
+    from autoscale.experiment.executors import ADOPTED, RunJob
+    from autoscale.experiment.executors.command import CommandExecutor
+
+    simworld = Path(__file__).parent / "fixtures" / "simworld_trainer.py"
+    command = [sys.executable, str(simworld), "--world-seed", "3", "--mixture", "{mixture_json}",
+               "--seed", "{seed}", "--out", "{run_dir}"]
+    executor = CommandExecutor(command, store_path=None, cwd=tmp_path)
+    tokens = {"web": 100000, "code": 100000, "books": 100000}
+    [first] = executor.execute([RunJob("a", "first", tokens, 11, tmp_path / "a")], lambda j: None, lambda p: None)
+    assert first.status == "completed" and first.note is None
+    job = RunJob("b", "second", tokens, 11, tmp_path / "b")
+    holder = held(job.run_dir, tmp_path / "a" / "metrics.json" if finished else None)
+    [outcome] = executor.execute([job], lambda j: None, lambda p: None)
+    assert holder.wait() == 0
+    assert outcome.status == "completed" and outcome.metrics["final"] == first.metrics["final"]
+    if finished:
+        assert outcome.note == ADOPTED and not (job.run_dir / "stdout.log").exists()  # no trainer of ours ran
+    else:
+        assert outcome.note.startswith(f"the trainer a killed run left in its folder (pid {holder.pid}) ended "
+                                       "without a result: trained again")

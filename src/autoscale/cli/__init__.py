@@ -1,9 +1,9 @@
 """Command-line entry point: one command per verb.
 
 Each group of commands lives in its own module and is imported only when used, so `autoscale fit`
-never pays for importing torch. `AutoscaleError` becomes one line on stderr and exit status 2; a
-usage error (unknown option, missing argument) keeps click's usage line and "Try ... for help",
-also with status 2. ``-h`` is ``--help`` everywhere.
+never pays for importing torch. `AutoscaleError` and a usage error (unknown option, missing
+argument, a value of the wrong type) become one ``error:`` line on stderr and exit status 2, the
+usage error naming the command whose ``--help`` to read. ``-h`` is ``--help`` everywhere.
 """
 
 from __future__ import annotations
@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
-        # Unknown option, missing argument, a value of the wrong type: click's own form (the usage
-        # line, "Try 'autoscale X --help' for help.", then "Error: ..."), status 2.
-        exc.show()
+        # Unknown option, missing argument, a value of the wrong type: one line like every other
+        # mistake, naming the command whose --help tells the usage.
+        where = exc.ctx.command_path if exc.ctx is not None else "autoscale"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"error: {message} (see '{where} --help')", err=True)
         sys.exit(2)
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)

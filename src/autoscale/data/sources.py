@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -343,6 +344,16 @@ def _from_disk(datasets, item: str, path: Path, split: str | None):
 
 def _hf_documents(item: str, text_field: str, stats: ReadStats) -> Iterator[str]:
     datasets = _import_datasets(item)
+    if item.startswith(HF_PREFIX) and Path(hf_spec(item)[0]).expanduser().exists():
+        # A local data folder: streaming still takes a lock in the datasets cache, so that cache is a
+        # temporary folder removed after reading (nothing is left in the user's ~/.cache for it).
+        with tempfile.TemporaryDirectory(prefix="autoscale-hf-") as cache_dir:
+            yield from _hf_rows(datasets, item, text_field, stats, cache_dir)
+    else:
+        yield from _hf_rows(datasets, item, text_field, stats, None)
+
+
+def _hf_rows(datasets, item: str, text_field: str, stats: ReadStats, cache_dir: str | None) -> Iterator[str]:
     try:
         if item.startswith(HF_PREFIX):
             name, split = hf_spec(item)
@@ -351,7 +362,7 @@ def _hf_documents(item: str, text_field: str, stats: ReadStats) -> Iterator[str]
                 ds = _from_disk(datasets, item, local, split)
             else:
                 source = os.fspath(local) if local.exists() else name
-                ds = datasets.load_dataset(source, split=split or "train", streaming=True)
+                ds = datasets.load_dataset(source, split=split or "train", streaming=True, cache_dir=cache_dir)
         else:
             ds = _from_disk(datasets, item, Path(item), None)
     except AutoscaleError:

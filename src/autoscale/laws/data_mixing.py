@@ -159,11 +159,14 @@ def minimize_on_simplex(f: Callable[[np.ndarray], float], m: int, lower: Sequenc
     best_r, best_f = None, math.inf
     for r0 in starts:
         r0 = project(r0, lo, hi)
-        res = minimize(f, r0, method="SLSQP", bounds=list(zip(lo, hi, strict=True)),
-                       constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}],
-                       options={"ftol": 1e-12, "maxiter": 500})
-        r = project(res.x, lo, hi)
-        value = f(r)
+        # a law carried far from its runs (a start leaning on one of many domains) may predict a
+        # perplexity past float range: inf there, a start that loses, not a warning to the user
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = minimize(f, r0, method="SLSQP", bounds=list(zip(lo, hi, strict=True)),
+                           constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}],
+                           options={"ftol": 1e-12, "maxiter": 500})
+            r = project(res.x, lo, hi)
+            value = f(r)
         if value < best_f:
             best_r, best_f = r, value
     assert best_r is not None

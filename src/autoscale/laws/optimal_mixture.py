@@ -90,10 +90,10 @@ def min_budgets() -> int:
 
 
 def fit_mixture_law(tokens: np.ndarray, h: np.ndarray, losses: np.ndarray, seed: int = 0,
-                    starts: int = 8) -> MixtureLaw:
+                    starts: int = 8, max_steps: int = 4000) -> MixtureLaw:
     """Fit the law per target on K runs: ``tokens`` ``[K]`` (total tokens of each run), ``h``
     ``[K, m]`` (its weights), ``losses`` ``[K, J]`` (validation loss per target). The runs must
-    cover at least 3 budgets spanning at least 4x."""
+    cover at least 3 budgets spanning at least 4x. ``max_steps``: least-squares evaluations per start."""
     d = np.asarray(tokens, dtype=float)
     h = np.asarray(h, dtype=float)
     y = np.asarray(losses, dtype=float)
@@ -107,14 +107,15 @@ def fit_mixture_law(tokens: np.ndarray, h: np.ndarray, losses: np.ndarray, seed:
     rng = np.random.default_rng(seed)
     params = []
     for j in range(y.shape[1]):
-        best = _fit_target(d, h, y[:, j], rng, starts)
+        best = _fit_target(d, h, y[:, j], rng, starts, max_steps)
         if not np.isfinite(best).all() or not np.isfinite(_law(best, d, h, m)).all():
             raise AutoscaleError(f"mixture law: the fit of target {j} gave non-finite parameters")
         params.append(best)
     return MixtureLaw(np.array(params), m)
 
 
-def _fit_target(d: np.ndarray, h: np.ndarray, target: np.ndarray, rng: np.random.Generator, starts: int) -> np.ndarray:
+def _fit_target(d: np.ndarray, h: np.ndarray, target: np.ndarray, rng: np.random.Generator, starts: int,
+                max_steps: int) -> np.ndarray:
     """One target's parameters: the best of ``starts`` trust-region least-squares fits with the
     paper's Huber loss (``least_squares`` with loss "huber", scale delta)."""
     m = h.shape[1]
@@ -140,7 +141,9 @@ def _fit_target(d: np.ndarray, h: np.ndarray, target: np.ndarray, rng: np.random
         # start B_h so that the data term is of the order of the loss's spread at the mean D
         p0[1 + 2 * m:1 + 3 * m] += (math.log(max(np.ptp(target), 1e-3)) + np.exp(p0[2 + 3 * m]) * scale) / np.exp(
             p0[1 + 3 * m])
-        res = least_squares(residuals, p0, jac=jacobian, loss="huber", f_scale=HUBER_DELTA, max_nfev=4000)
+        with np.errstate(over="ignore", invalid="ignore"):  # a wild start's exp(params) may overflow: clipped above
+            res = least_squares(residuals, p0, jac=jacobian, loss="huber", f_scale=HUBER_DELTA,
+                                max_nfev=max_steps)
         if res.cost < best_f:
             best_p, best_f = res.x, float(res.cost)
     assert best_p is not None

@@ -37,6 +37,9 @@ class MixtureLawSettings(rs.RandomSearchSettings):
     budget: Tokens | None = Field(None, description="not used: see budgets")
     budgets: list[Tokens] = Field(min_length=3, description="tokens, increasing, 3 or more spanning 4x or more")
     starts: int = Field(8, ge=1, strict=True, description="random starts of each target's fit")
+    fit_steps: int = Field(4000, ge=10, strict=True,
+                           description="least-squares evaluations per start of each target's fit: at 20+ domains "
+                                       "the fit often uses them all, so fewer trade closeness of fit for time")
 
     @field_validator("budget")
     @classmethod
@@ -84,7 +87,8 @@ class MixtureLawMethod(rs.RandomSearch):
         weights, objective, evals, tokens = rs.table_data(ctx, table)
         metric = ctx.objective.metric
         measured = rs.as_loss(ctx, evals)  # the law is on losses
-        law = fit_mixture_law(tokens, weights, measured, seed=ctx.seed, starts=settings.starts)
+        law = fit_mixture_law(tokens, weights, measured, seed=ctx.seed, starts=settings.starts,
+                              max_steps=settings.fit_steps)
         assert ctx.target is not None  # the config requires target.budget beside AutoScale
         lo, hi = rs.bounds(settings, ctx, ctx.target)
         w = rs.eval_weights(ctx)

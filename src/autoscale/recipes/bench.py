@@ -111,7 +111,7 @@ RECORD = BenchPlan(
 #: The same design at test size (a couple of minutes).
 QUICK_BENCH = BenchPlan(
     proxy=dataclasses.replace(QUICK, name="bench-quick", domains=("web", "code", "books"), objective=None,
-                              budgets=(3_000, 12_000), target=48_000,
+                              budgets=(2_000, 8_000), target=32_000,
                               model={**_BYTES_L2, "seq_len": 32}, eval={"points": 8, "max_tokens": 2048},
                               seeds=(100, 101), bootstrap=50),
     searches=2,

@@ -12,12 +12,19 @@ attempts there) and ``on_progress(RunProgress)`` while it trains. Stopping the i
   it must write ``{run_dir}/metrics.json`` (schema: ``autoscale.train.metrics``), validated here.
 
 Retries are the pipeline's business, not the executor's: a failed job is simply reported.
+
+One trainer per run folder, whatever the executor: a trainer holds an exclusive lock (flock) on
+``{run_dir}/.trainer.lock`` while it writes the folder (`claim_run_dir`). A run whose folder a
+trainer of a killed driver still holds waits for it, then adopts the metrics.json it finished
+(`ADOPTED`) or trains the run again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +113,39 @@ class Executor(Protocol):
 
     def close(self) -> None:
         ...
+
+
+LOCK = ".trainer.lock"
+ADOPTED = "a trainer that a killed `autoscale run` left running finished this run: its result adopted, nothing trained again"
+
+
+def claim_run_dir(run_dir: Path, *, wait: bool = False) -> int | None:
+    """An open descriptor holding the exclusive lock of ``run_dir``; when a live trainer holds it, None
+    (or, with ``wait``, once that trainer has ended). Closing the descriptor frees the folder."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def run_dir_holder(run_dir: Path) -> int | None:
+    """The pid recorded by the trainer that holds ``run_dir``'s lock (0 if unrecorded); None when free."""
+    fd = claim_run_dir(run_dir)
+    if fd is not None:
+        os.close(fd)
+        return None
+    try:
+        return int((run_dir / LOCK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def record_holder(lock: int, pid: int) -> None:
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{pid}\n".encode(), 0)
 
 
 def finished_metrics(run_dir: Path) -> Any:

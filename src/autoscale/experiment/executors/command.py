@@ -29,7 +29,6 @@ trains the run again), and says which; it never starts a second trainer in a fol
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import shutil
 import signal
@@ -41,13 +40,17 @@ from typing import Any
 
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.executors import (
+    ADOPTED,
     OnProgress,
     OnStart,
     RunJob,
     RunOutcome,
+    claim_run_dir,
     finished_metrics,
     outcome_from_metrics,
     read_progress,
+    record_holder,
+    run_dir_holder,
 )
 from autoscale.mixture import Mixture
 
@@ -95,7 +98,7 @@ class CommandExecutor:
         try:
             while queue or running or waiting:
                 for key, job in list(waiting.items()):
-                    if _holder(job.run_dir) is None:  # that trainer has ended: this job goes next
+                    if run_dir_holder(job.run_dir) is None:  # that trainer has ended: this job goes next
                         del waiting[key]
                         queue.insert(0, job)
                 while queue and len(running) < self.workers:
@@ -106,10 +109,10 @@ class CommandExecutor:
                         continue
                     argv = self.argv(job)
                     job.run_dir.mkdir(parents=True, exist_ok=True)
-                    lock = _claim(job.run_dir)
+                    lock = claim_run_dir(job.run_dir)
                     if lock is None:
                         waiting[job.key] = job
-                        orphans.setdefault(job.key, _holder(job.run_dir))
+                        orphans.setdefault(job.key, run_dir_holder(job.run_dir))
                         continue
                     orphan = orphans.pop(job.key, None) if job.key in orphans else False
                     adopted = self._adopted(job, lock)
@@ -128,7 +131,7 @@ class CommandExecutor:
                         os.close(lock)
                         yield RunOutcome(job.key, "failed", None, f"cannot start {argv[0]!r}: {exc.strerror}")
                         continue
-                    _record_holder(lock, proc.pid)
+                    record_holder(lock, proc.pid)
                     running[proc] = (job, time.perf_counter(), lock)
                     if orphan is not False:
                         self.notes[job.key] = (f"the trainer a killed run left in its folder (pid {orphan}) ended "
@@ -166,8 +169,7 @@ class CommandExecutor:
             return None
         os.close(lock)
         outcome = outcome_from_metrics(job, metrics, 0.0)
-        return dataclasses.replace(outcome, note="a trainer that a killed `autoscale run` left running finished "
-                                                 "this run: its result adopted, nothing trained again")
+        return dataclasses.replace(outcome, note=ADOPTED)
 
     def _spawn(self, argv: list[str], run_dir: Path, lock: int) -> subprocess.Popen[bytes]:
         with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
@@ -201,37 +203,6 @@ def check_program(command: Sequence[str], cwd: Path, env: Mapping[str, str] | No
     found = (cwd / program) if os.sep in program else shutil.which(program, path=path)
     if found is None or not Path(found).is_file() or not os.access(found, os.X_OK):
         raise AutoscaleError(f"executor.command: program {program!r} not found or not executable (cwd {cwd})")
-
-
-LOCK = ".trainer.lock"
-
-
-def _claim(run_dir: Path) -> int | None:
-    """An open descriptor holding the exclusive lock of ``run_dir``, or None when a live trainer holds it."""
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _holder(run_dir: Path) -> int | None:
-    """The pid recorded by the trainer that holds ``run_dir``'s lock (0 if unrecorded); None when free."""
-    fd = _claim(run_dir)
-    if fd is not None:
-        os.close(fd)
-        return None
-    try:
-        return int((run_dir / LOCK).read_text().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def _record_holder(lock: int, pid: int) -> None:
-    os.ftruncate(lock, 0)
-    os.pwrite(lock, f"{pid}\n".encode(), 0)
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:

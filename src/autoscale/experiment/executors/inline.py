@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -9,13 +11,17 @@ from typing import Any
 
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.executors import (
+    ADOPTED,
     OnProgress,
     OnStart,
     RunJob,
     RunOutcome,
     RunProgress,
+    claim_run_dir,
+    finished_metrics,
     one_line,
     outcome_from_metrics,
+    record_holder,
 )
 from autoscale.train.config import ProxyConfig
 
@@ -25,6 +31,8 @@ def train_job(job: RunJob, store: Any, proxy: ProxyConfig, on_progress: OnProgre
 
     Bad input (an ``AutoscaleError`` from the trainer, e.g. a budget below one batch) is ``fatal``:
     retrying cannot fix it. Any other exception is an ordinary failure. Ctrl-C propagates.
+    The run's folder is held for the whole run: a trainer that a killed driver left in it (a Ray
+    worker not yet stopped) is waited for, and its finished metrics.json adopted.
     """
     from autoscale.train.loop import train_run  # torch: only when a run really trains here
 
@@ -40,13 +48,22 @@ def train_job(job: RunJob, store: Any, proxy: ProxyConfig, on_progress: OnProgre
             on_progress(RunProgress(job.key, tokens, job.budget, rate))
 
     job.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = claim_run_dir(job.run_dir, wait=True)
+    assert lock is not None
     try:
-        metrics = train_run(store, dict(job.tokens), config, job.run_dir, progress=progress, mode=job.mode)
-    except AutoscaleError as exc:
-        return RunOutcome(job.key, "failed", None, one_line(exc), time.perf_counter() - started, fatal=True)
-    except Exception as exc:  # a crash in one run must not take the experiment down
-        return RunOutcome(job.key, "failed", None, one_line(exc), time.perf_counter() - started)
-    return outcome_from_metrics(job, metrics, time.perf_counter() - started)
+        record_holder(lock, os.getpid())
+        adopted = finished_metrics(job.run_dir)  # the scheduler removed any stale one before this attempt
+        if adopted is not None:
+            return dataclasses.replace(outcome_from_metrics(job, adopted, 0.0), note=ADOPTED)
+        try:
+            metrics = train_run(store, dict(job.tokens), config, job.run_dir, progress=progress, mode=job.mode)
+        except AutoscaleError as exc:
+            return RunOutcome(job.key, "failed", None, one_line(exc), time.perf_counter() - started, fatal=True)
+        except Exception as exc:  # a crash in one run must not take the experiment down
+            return RunOutcome(job.key, "failed", None, one_line(exc), time.perf_counter() - started)
+        return outcome_from_metrics(job, metrics, time.perf_counter() - started)
+    finally:
+        os.close(lock)
 
 
 class InlineExecutor:
