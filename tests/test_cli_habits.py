@@ -183,5 +183,40 @@ def test_failed_runs_are_lines_too(tmp_path, capsys, simworld_in_process):
     code, _, err = cli(capsys, "run", config)
     assert code == 2
     failed = [line for line in err.splitlines() if re.match(r"^\[0/7\] ddo 1000000: \S+ failed: ", line)]
-    assert len(failed) == 7 and "mixture domains" in failed[0]
+    assert len(failed) == 3 and "mixture domains" in failed[0]
+    # the same error three times: the stage stops, in one line, rather than train 4 more runs to fail
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ddo 1000000: its first 3 runs all failed the same way, so it stopped before "
+                           "the other 4: ") and "mixture domains" in last, last
     assert json.loads((tmp_path / "broken" / "experiment.json").read_text())["domains"] == ["web", "code", "books"]
+
+
+# -- token counts and ratios as people write them ------------------------------------------------
+
+
+@pytest.mark.parametrize("tokens, text", [
+    (40_000, "40k"), (1_200_000, "1.2M"), (3e9, "3B"), (1_234_567, "1.23M"), (999_999, "1M"), (512, "512"),
+    (2e12, "2T"), (None, "-"), (float("nan"), "-"),
+])
+def test_token_counts_print_as_people_write_them(tokens, text):
+    from autoscale.tokens import format_tokens
+
+    assert format_tokens(tokens) == text
+
+
+def test_a_perturbation_prints_as_planned_not_as_its_rounding():
+    from autoscale.cli.core import effects_line
+    from autoscale.ddo.noise import Effect
+
+    # x0.2 of 40000/3 tokens, trained in whole batches: 2688 / 13333
+    line = effects_line([Effect("web", 2688 / 13333, 0.031, None, None, 1, None, False),
+                         Effect("web", 40000 / 13333, -0.02, None, None, 1, None, False)])
+    assert line == "x0.2 +3.1%, x3 -2.0%"
+
+
+def test_the_run_table_prints_budgets_as_token_counts(tmp_path, capsys, simworld_in_process):
+    from cli_helpers import run_cli, tiny_experiment
+
+    assert run_cli("run", str(tiny_experiment(tmp_path))) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"search\s+│?\s*1M\b", out) and re.search(r"\b16M\b", out) and "e+0" not in out, out

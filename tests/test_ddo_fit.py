@@ -272,3 +272,21 @@ def test_infeasible_bounds_and_unknown_domains():
         fit_ddo(table, max_tokens={"reddit": 1e9})
     with pytest.raises(AutoscaleError, match="positive number of tokens"):
         fit_ddo(table, budget=-1)
+
+
+def test_fit_ddo_budgets_from_the_package_gives_the_pipelines_optima(tmp_path, simworld_in_process):
+    """The README's route for one's own tables: `autoscale.fit_ddo_budgets` on an experiment's runs
+    tables gives the DDO optima `autoscale run` wrote (the same held domains at every budget)."""
+    import json
+
+    import autoscale
+    from cli_helpers import run_cli, tiny_experiment
+
+    assert run_cli("run", str(tiny_experiment(tmp_path)), "--quiet") == 0
+    folder = tmp_path / "tiny"
+    budgets = (1_000_000, 4_000_000)
+    tables = {b: autoscale.RunsTable.read_csv(folder / f"autoscale_runs_{b}.csv") for b in budgets}
+    results = autoscale.fit_ddo_budgets(tables)
+    for b in budgets:
+        written = json.loads((folder / f"autoscale_{b}.json").read_text())["mixture"]["weights"]
+        assert dict(results[b].mixture.weights) == pytest.approx(written, rel=1e-9)

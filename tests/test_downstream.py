@@ -174,9 +174,10 @@ def test_scoring_leaves_nothing_outside_the_run_folder(runs, tmp_path):
     env.pop("HF_HOME", None)
     env.pop("HF_DATASETS_CACHE", None)
     done = subprocess.run([sys.executable, "-m", "autoscale", "eval", str(root / "random"), "--store", str(store.path),
-                           "--tasks", TASK, "--limit", "7"], env=env, capture_output=True, text=True)
+                           "--tasks", TASK, "--limit", "7"], env=env, capture_output=True, text=True, cwd=temp)
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(home.rglob("*")) == [] and list(temp.rglob("*")) == []
+    assert "fatal" not in done.stderr  # lm-eval's `git describe` outside a repository (cwd: not one)
 
 
 def test_without_the_extra_it_says_how_to_install_it(runs):

@@ -154,7 +154,7 @@ def test_a_domain_left_with_two_points_is_one_clear_error(store, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     message = err[-1]
     assert message.startswith("error: DDO at 8000 tokens: domain(s) code keep fewer than 3 completed runs")
-    assert "code-x3 (trainer exited with status 3: CUDA out of memory (pretend))" in message
+    assert "failed: 1 run: trainer exited with status 3: CUDA out of memory (pretend) (code-x3)" in message
     with RunStore(tmp_path / "experiment" / STORE_FILE, readonly=True) as runs:
         statuses = sorted(r.status for r in runs.runs())
     assert statuses == ["completed"] * 6 + ["failed"]  # nothing else lost
@@ -294,3 +294,18 @@ def test_the_command_executor_waits_for_a_trainer_left_in_its_folder(tmp_path, f
     else:
         assert outcome.note.startswith(f"the trainer a killed run left in its folder (pid {holder.pid}) ended "
                                        "without a result: trained again")
+
+
+def test_the_python_placeholder_is_the_python_that_runs_autoscale(tmp_path):
+    from autoscale.experiment.executors import RunJob
+    from autoscale.experiment.executors.command import CommandExecutor
+
+    simworld = Path(__file__).parent / "fixtures" / "simworld_trainer.py"
+    command = ["{python}", str(simworld), "--world-seed", "3", "--mixture", "{mixture_json}", "--seed", "{seed}",
+               "--out", "{run_dir}"]
+    # a PATH with no python on it: the trainer still runs, under this interpreter
+    executor = CommandExecutor(command, store_path=None, cwd=tmp_path, env={"PATH": str(tmp_path)})
+    job = RunJob("k", "base", {"web": 100000, "code": 100000, "books": 100000}, 11, tmp_path / "k")
+    assert executor.argv(job)[0] == sys.executable
+    [outcome] = executor.execute([job], lambda j: None, lambda p: None)
+    assert outcome.status == "completed", outcome.error

@@ -278,3 +278,66 @@ def test_cli_hf_bad_conversion_inputs(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err
     assert not out.exists()
+
+
+# -- export reads what autoscale writes ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experiment_folder(tmp_path_factory):
+    """A finished 3-domain experiment with AutoScale and DML (the simulated world's trainer)."""
+    from cli_helpers import run_cli, tiny_experiment
+    from simworld_inprocess import simworld_in_process
+
+    root = tmp_path_factory.mktemp("exp")
+    path = tiny_experiment(root, "two", methods=["autoscale", "dml"],
+                           dml={"budget": 4_000_000, "prior": "uniform", "runs": 5},
+                           target={"budget": 16_000_000})
+    with simworld_in_process():
+        assert run_cli("run", str(path), "--quiet") == 0
+    return root / "two"
+
+
+def _exported(capsys, *args) -> Mixture:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", *args, "--format", "megatron"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0, err
+    back, _ = read_export(out, "megatron")
+    return back
+
+
+@pytest.mark.parametrize("source", ["folder", "folder --method dml", "autoscale_target.json", "dml_target.json",
+                                    "autoscale_4000000.json", "plain mixture", "old folder", "old target.json"])
+def test_export_reads_every_mixture_autoscale_writes(experiment_folder, tmp_path, capsys, source):
+    from pathlib import Path
+
+    old = Path(__file__).parent / "fixtures" / "old-experiment"
+    folder = experiment_folder
+    record = {"folder": "autoscale_target.json", "folder --method dml": "dml_target.json", "old folder": None,
+              "old target.json": None, "plain mixture": "autoscale_target.json"}.get(source, source)
+    expected = json.loads((folder / record if record else old / "target.json").read_text())["mixture"]["weights"]
+    if source == "plain mixture":  # what `fit --json` writes: the mixture itself
+        (tmp_path / "mix.json").write_text(json.dumps(json.loads((folder / record).read_text())["mixture"]))
+    args = {"folder": [str(folder)], "folder --method dml": [str(folder), "--method", "dml"],
+            "plain mixture": [str(tmp_path / "mix.json")], "old folder": [str(old)],
+            "old target.json": [str(old / "target.json")]}.get(source, [str(folder / source)])
+    back = _exported(capsys, *args)
+    assert dict(back.weights) == pytest.approx(expected, abs=1e-12)
+
+
+def test_export_of_a_folder_names_the_methods_it_holds(experiment_folder, tmp_path, capsys):
+    for args, message in [
+        ([str(experiment_folder), "--method", "regmix"], "holds no mixture of method 'regmix' at the target "
+                                                         "(methods with one: autoscale, dml)"),
+        ([str(experiment_folder / "dml_target.json"), "--method", "dml"], "--method picks a mixture from an "
+                                                                          "experiment folder"),
+        ([str(tmp_path)], "holds no mixture of method 'autoscale' at the target (methods with one: none)"),
+    ]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["export", *args, "--format", "megatron"])
+        out, err = capsys.readouterr()
+        [line] = err.splitlines()
+        assert exit_.value.code == 2 and out == "" and line.startswith("error: ") and message in line, err

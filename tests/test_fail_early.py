@@ -176,3 +176,23 @@ def test_a_constant_objective_ranks_nothing_without_a_library_warning():
         warnings.simplefilter("error")  # scipy's ConstantInputWarning once reached the user
         model = fit_regressor(weights, np.full(16, 3.0), seed=0)
     assert model.cv_spearman == -1.0
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_a_folder_demo_or_bench_cannot_write_in_is_one_line_and_left_as_it_was(tmp_path, capfd, monkeypatch, command):
+    import autoscale.recipes.demo as recipes
+
+    afile = tmp_path / "a-file"
+    afile.write_text("mine\n")
+    capfd.readouterr()
+    assert run_cli(command, "--quick", "--dir", str(afile)) == 2
+    [line] = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and f"'{afile}' is a file" in line and afile.read_text() == "mine\n"
+    # a folder this user may not write in (root may write anywhere, so the permission check is made to fail)
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    monkeypatch.setattr(recipes.os, "access", lambda path, mode: not mode & recipes.os.W_OK)
+    assert run_cli(command, "--quick", "--dir", str(folder)) == 2
+    [line] = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot write in the ") and line.endswith(f"folder '{folder}': permission denied")
+    assert not any(folder.iterdir())

@@ -203,3 +203,15 @@ def test_report_and_status_of_an_experiment_without_autoscale(simulated, capsys)
     assert run_cli("status", str(simulated)) == 0
     out = capsys.readouterr().out
     assert "regmix 4000000" in out and "dml fit" in out and "running" not in out
+
+
+def test_identical_failures_are_one_entry_with_their_count():
+    from autoscale.methods.base import FinishedRun, PlannedRun, failures
+
+    def run(label, error):
+        return FinishedRun(PlannedRun(label, {"web": 1.0}, 0), label, "failed" if error else "completed", error)
+
+    torch = "trainer exited with status 1: No module named 'torch'"
+    runs = [run(f"ddo 1M: r{i}", torch) for i in range(12)] + [run("ddo 1M: base", None), run("x", "timed out after 5 s")]
+    assert failures(runs) == (f"12 runs: {torch} (ddo 1M: r0, ddo 1M: r1, ddo 1M: r2, ... and 9 more); "
+                              "1 run: timed out after 5 s (x)")

@@ -6,10 +6,19 @@ The Python API mirrors the CLI and is pure numpy/scipy (no torch is imported her
     ddo_small = fit_ddo(RunsTable.read_csv("runs_0.3B.csv")).mixture
     ddo_large = fit_ddo(RunsTable.read_csv("runs_1.2B.csv")).mixture
     target = extrapolate([ddo_small, ddo_large], target=10e9).mixture
+
+`fit_ddo` fits one budget on its own. `autoscale run` fits its budgets with `fit_ddo_budgets`, which
+holds a domain at every budget once it is held at one (so that the optima extrapolate on the same
+free domains); use it for the pipeline's answer from your own tables:
+
+    from autoscale import fit_ddo_budgets
+    results = fit_ddo_budgets({0.3e9: RunsTable.read_csv("runs_0.3B.csv"),
+                               1.2e9: RunsTable.read_csv("runs_1.2B.csv")})
+    target = extrapolate([r.mixture for r in results.values()], target=10e9).mixture
 """
 
 from autoscale.ddo.allocate import Allocation, allocate
-from autoscale.ddo.fit import DDOResult, fit_ddo
+from autoscale.ddo.fit import DDOResult, fit_ddo, fit_ddo_budgets
 from autoscale.ddo.plan import plan_ddo
 from autoscale.ddo.runs import RunsTable
 from autoscale.errors import AutoscaleError
@@ -26,6 +35,7 @@ __all__ = [
     "allocate",
     "extrapolate",
     "fit_ddo",
+    "fit_ddo_budgets",
     "plan_ddo",
 ]
 __version__ = "0.1.0"

@@ -55,6 +55,17 @@ def token_setting(value: object, *, whole: bool = False) -> object:
         raise ValueError(str(exc).removeprefix("tokens: ")) from None
 
 
+def format_tokens(n: float | None, digits: int = 3) -> str:
+    """A token count as people write it, ``digits`` significant: 40k, 1.23M, 3B; "-" when unknown."""
+    if n is None or not math.isfinite(n):
+        return "-"
+    n = float(f"{n:.{digits}g}")  # 999,999 prints as 1M, not 1e+03k
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{digits}g}{unit}"
+    return f"{n:.{digits}g}"
+
+
 def budget_name(budget: float) -> str:
     """A budget as it appears in stage and file names: the integer token count."""
     return str(int(round(budget)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -11,8 +12,8 @@ from autoscale.errors import AutoscaleError
 from autoscale.mixture import Mixture
 from autoscale.tokens import TOKEN_SUFFIXES, parse_tokens
 
-__all__ = ["TOKEN_SUFFIXES", "parse_assignments", "parse_tokens", "plain_console", "read_mixture", "read_text",
-           "write_atomic"]
+__all__ = ["TOKEN_SUFFIXES", "experiment_mixture", "parse_assignments", "parse_tokens", "plain_console", "read_mixture",
+           "read_text", "write_atomic"]
 
 T = TypeVar("T")
 
@@ -42,8 +43,32 @@ def read_text(path: str | Path, what: str = "file") -> str:
 
 
 def read_mixture(path: str | Path) -> Mixture:
-    """Load a mixture JSON file (only ``tokens`` required)."""
-    return Mixture.from_json(read_text(path, "mixture"), what=f"mixture {str(path)!r}")
+    """Load a mixture JSON file (only ``tokens`` required), or the mixture a result file of an
+    experiment holds under ``mixture`` (``<method>_target.json``, ``<method>_<budget>.json``)."""
+    what = f"mixture {str(path)!r}"
+    text = read_text(path, "mixture")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None  # from_json below names the problem
+    if isinstance(data, dict) and "tokens" not in data and isinstance(data.get("mixture"), dict):
+        return Mixture.from_dict(data["mixture"], what)  # a result file of an experiment
+    return Mixture.from_json(text, what=what)
+
+
+def experiment_mixture(folder: str | Path, method: str | None) -> Mixture:
+    """A method's mixture at the target in an experiment folder (the first default method's when
+    ``method`` is None), read as `read_mixture` reads its result file."""
+    from autoscale.experiment.folder import ExperimentFolder
+    from autoscale.methods import DEFAULT_METHODS
+
+    name = method or DEFAULT_METHODS[0]
+    path = ExperimentFolder(Path(folder)).existing(name, "result")
+    if not path.is_file():
+        found = sorted(p.name[: -len("_target.json")] for p in Path(folder).glob("*_target.json"))
+        raise AutoscaleError(f"{str(folder)!r} holds no mixture of method {name!r} at the target "
+                             f"(methods with one: {', '.join(found) or 'none'})")
+    return read_mixture(path)
 
 
 def parse_assignments(

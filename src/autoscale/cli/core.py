@@ -24,6 +24,7 @@ from autoscale.cli.common import (
 )
 from autoscale.cli.methods_table import PREDICTED, SearchOptions, search_options, table_method
 from autoscale.errors import AutoscaleError
+from autoscale.tokens import format_tokens
 
 
 def _tokens_option(option: str):
@@ -58,12 +59,8 @@ def _console():
 
 
 def fmt_tokens(n: float) -> str:
-    """Human-readable token count: 1.2B, 171.4M, 12.3k."""
-    n = float(f"{n:.4g}")  # 999.99 prints as 1k, not 1000
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.4g}{unit}"
-    return f"{n:.4g}"
+    """Token counts in these tables: 1.2B, 171.4M, 12.3k (4 significant digits)."""
+    return format_tokens(n, digits=4)
 
 
 def _emit(mixture, warnings: list[str], as_json: bool, out: str | None, print_table) -> None:
@@ -367,7 +364,7 @@ def effects_line(effects) -> str:
     parts = []
     for e in effects:
         ci = e.interval
-        text = f"x{e.ratio:.3g} {e.mean:+.1%}"
+        text = f"x{e.ratio:.2g} {e.mean:+.1%}"  # the planned x0.2, not x0.202 (a whole-batch rounding)
         if ci is not None:
             text += f" ({ci[0] * 100:+.1f}..{ci[1] * 100:+.1f})"
         parts.append(text + ("*" if e.significant else ""))

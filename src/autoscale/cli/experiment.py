@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autoscale.cli.common import plain_console
+from autoscale.tokens import format_tokens
 
 
 @click.command()
@@ -95,11 +96,11 @@ def _print_result(result: Any) -> None:
 
     for name, entry in summary.methods.items():
         for searched in entry.searched:
-            table.add_row("search", f"{searched.budget:.4g}",
+            table.add_row("search", format_tokens(searched.budget),
                           *(f"{searched.weights[d]:.3f}" for d in domains))
             interval_row(searched.intervals)
         m = result.mixtures[name]
-        table.add_row(entry.mixture, f"{m.budget:.4g}", *(f"{m.weights[d]:.3f}" for d in domains), style="bold")
+        table.add_row(entry.mixture, format_tokens(m.budget), *(f"{m.weights[d]:.3f}" for d in domains), style="bold")
         interval_row(entry.target.intervals if entry.target else {})
     console.print(table)
     if len(summary.methods) > 1:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from autoscale.cli.common import parse_assignments, parse_tokens, read_mixture, write_atomic
+from autoscale.cli.common import (
+    experiment_mixture,
+    parse_assignments,
+    parse_tokens,
+    read_mixture,
+    write_atomic,
+)
 from autoscale.errors import AutoscaleError
 from autoscale.export import (
     DEFAULT_GLOBAL_BATCH_TOKENS,
@@ -29,7 +37,9 @@ def store_doc_tokens(path: str, domains: tuple[str, ...]) -> dict[str, float]:
 
 
 @click.command()
-@click.argument("mixture_json", type=click.Path(dir_okay=False))
+@click.argument("mixture_json", metavar="MIXTURE", type=click.Path(exists=True))
+@click.option("--method", default=None,
+              help="With an experiment folder: whose mixture at the target (default: autoscale).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Target config format.")
 @click.option("--paths", default=None, help="Data location per domain: d=PATH,... (default: the domain name).")
 @click.option("--max-epochs", type=float, default=None, help="OLMo-core max_repetition_ratio (default 1).")
@@ -53,14 +63,23 @@ def store_doc_tokens(path: str, domains: tuple[str, ...]) -> dict[str, float]:
     "repeats datasets until every one is seen whole (oversampling). Both keep the shares.",
 )
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
-def export(mixture_json, fmt, paths, max_epochs, global_batch_tokens, seed, store_dir, doc_tokens,
+def export(mixture_json, method, fmt, paths, max_epochs, global_batch_tokens, seed, store_dir, doc_tokens,
            stopping_strategy, out):
-    """Write MIXTURE_JSON as Megatron data-path pairs, an OLMo-core source mixture, HF
+    """Write MIXTURE as Megatron data-path pairs, an OLMo-core source mixture, HF
     interleave_datasets probabilities, or plain YAML/JSON.
+
+    MIXTURE: a mixture JSON (`fit --json`), a result file of an experiment (`<method>_target.json`,
+    `<method>_<budget>.json`), or an experiment folder (with --method: that method's mixture at the
+    target).
 
     hf probabilities are per document: give --store or --doc-tokens so that the realised token
     shares are the mixture's weights (otherwise they are right only for equal document lengths)."""
-    mixture = read_mixture(mixture_json)
+    if os.path.isdir(mixture_json):
+        mixture = experiment_mixture(mixture_json, method)
+    elif method is not None:
+        raise AutoscaleError("--method picks a mixture from an experiment folder; MIXTURE is a file")
+    else:
+        mixture = read_mixture(mixture_json)
     where = parse_assignments(paths, "--paths", cast=str, known=mixture.domains)
     global_batch_tokens = parse_tokens(global_batch_tokens, "--global-batch-tokens", whole=True)
     if (store_dir or doc_tokens) and fmt != "hf":

@@ -109,7 +109,7 @@ from autoscale.yamlfile import read_yaml
 RESERVED_NAMES = (*BASELINES, *(m.mixture for m in METHODS.values()), *METHODS)
 # What a command template may refer to; `tokens` and `weights` are indexed by domain: {tokens[web]}.
 PLACEHOLDERS = (
-    "run_dir", "mixture_json", "budget", "seed", "key", "label", "store", "domains", "tokens", "weights",
+    "run_dir", "mixture_json", "budget", "seed", "key", "label", "store", "domains", "tokens", "weights", "python",
 )
 
 

@@ -27,6 +27,9 @@ from autoscale.experiment.folder import METRICS, ExperimentFolder
 from autoscale.experiment.runstore import RunSpec, RunStore
 from autoscale.experiment.setup import Setup
 
+#: a stage stops when its first runs all fail with one error: the rest would fail the same way
+EARLY_FAILURES = 3
+
 # --- progress events (the CLI renders them) ---------------------------------------------------------
 
 
@@ -141,6 +144,7 @@ class Scheduler:
             def on_progress(p: RunProgress) -> None:
                 self.report(p)
 
+            first_errors: list[str | None] = []  # the first outcomes of the stage, while none completed
             with contextlib.closing(self.executor.execute(todo, on_start, on_progress)) as outcomes:
                 for outcome in outcomes:
                     job = by_key[outcome.key]
@@ -159,6 +163,15 @@ class Scheduler:
                         raise AutoscaleError(f"{job.label}: {outcome.error}")
                     if not ok:
                         failed.append(job)
+                    if attempt == 0 and len(first_errors) < EARLY_FAILURES:
+                        first_errors.append(None if ok else outcome.error)
+                        left = len(todo) - len(first_errors)
+                        if (len(first_errors) == EARLY_FAILURES and first_errors[0] is not None
+                                and len(set(first_errors)) == 1 and left):
+                            # a broken trainer or environment: the other runs would fail the same way
+                            raise AutoscaleError(f"{stage}: its first {EARLY_FAILURES} runs all failed the same way, "
+                                                 f"so it stopped before the other {left}: {outcome.error} (each "
+                                                 "run's own output is in its folder's stderr.log)")
             todo = failed
 
     def check_outcome(self, outcome: RunOutcome) -> RunOutcome:

@@ -35,6 +35,7 @@ from autoscale.methods.base import (
     PlannedRun,
     Stage,
     base_weights,
+    failures,
     runs_table,
     weights_line,
 )
@@ -134,9 +135,8 @@ class AutoScale(Method):
         planned = np.array([[r.planned.tokens[d] for d in ctx.domains] for r in runs])
         short = domains_short_of_points(planned, [r.planned.row or r.planned.label for r in runs], ctx.domains, ok)
         if short:
-            listed = "; ".join(f"{r.planned.label} ({r.error})" for r in runs if r.status != "completed")
             raise AutoscaleError(f"DDO at {budget_name(stage.budget)} tokens: domain(s) {', '.join(short)} keep fewer than 3 "
-                                 f"completed runs; failed: {listed}")
+                                 f"completed runs; failed: {failures(runs)}")
         return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric, ctx.eval_domains), stage.budget),)
 
 

@@ -97,6 +97,20 @@ class FinishedRun:
     metrics: Mapping[str, Any] | None = None
 
 
+def failures(runs: Sequence[FinishedRun], shown: int = 3) -> str:
+    """The failed runs as one line, identical errors once with their count: ``12 runs: trainer exited
+    with status 1: No module named 'torch' (ddo 1M: base, ddo 1M: web-x0.2, ... and 9 more)``."""
+    by_error: dict[str, list[str]] = {}
+    for r in runs:
+        if r.status != "completed":
+            by_error.setdefault(r.error or "no reason given", []).append(r.planned.label)
+    parts = []
+    for error, labels in by_error.items():
+        named = ", ".join(labels[:shown]) + (f", ... and {len(labels) - shown} more" if len(labels) > shown else "")
+        parts.append(f"{len(labels)} run{'s' if len(labels) > 1 else ''}: {error} ({named})")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Artefact:
     """A file a method produces: ``kind`` table (a RunsTable), record (JSON at ``budget``: at least

@@ -36,6 +36,7 @@ from autoscale.methods.base import (
     MethodResult,
     PlannedRun,
     Stage,
+    failures,
     fitted_answer,
     runs_table,
 )
@@ -133,9 +134,8 @@ def check_runs(name: str, ctx: Context, stage: Stage, runs: Sequence[FinishedRun
     """The runs table, or one error when fewer than ``least`` runs completed."""
     done = sum(r.status == "completed" for r in runs)
     if done < least:
-        failed = "; ".join(f"{r.planned.label} ({r.error})" for r in runs if r.status != "completed")
         raise AutoscaleError(f"{name} at {budget_name(stage.budget)} tokens: {done} of {len(runs)} runs completed, "
-                             f"{least} needed; failed: {failed}")
+                             f"{least} needed; failed: {failures(runs)}")
     return (Artefact("table", runs_table(runs, ctx.domains, ctx.objective.metric, ctx.eval_domains), stage.budget),)
 
 

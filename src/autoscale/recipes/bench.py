@@ -57,8 +57,7 @@ from autoscale.recipes.demo import (
     open_workspace,
     write_config,
 )
-from autoscale.report.results import format_tokens
-from autoscale.tokens import budget_name
+from autoscale.tokens import budget_name, format_tokens
 
 #: The authors' held-out check (METHOD.md; L1 distance of weights at a budget between the two).
 PAPER_HELD_OUT_L1 = 0.053

@@ -45,7 +45,7 @@ from autoscale.atomic import write_text_atomic
 from autoscale.baselines import llama_mapping
 from autoscale.ddo.plan import design_tokens
 from autoscale.errors import AutoscaleError
-from autoscale.report.results import format_tokens
+from autoscale.tokens import format_tokens
 
 COMPARISON_NAMES = {"ddo": "DDO {n2} reused", "llama-style": "llama-style"}
 

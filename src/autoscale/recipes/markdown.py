@@ -15,7 +15,7 @@ from autoscale.experiment.records import ValidationRecord, dump
 from autoscale.gain import Gain
 from autoscale.recipes.bench import PAPER_HELD_OUT_L1, BenchResult, mixture_of_search
 from autoscale.recipes.methods_bench import MethodsResult
-from autoscale.report.results import format_tokens
+from autoscale.tokens import format_tokens
 
 
 def _shown_path(path: Path) -> str:

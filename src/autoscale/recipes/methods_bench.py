@@ -43,7 +43,7 @@ from autoscale.experiment.records import SummaryRecord, ValidationRecord
 from autoscale.methods import METHODS
 from autoscale.recipes.bench import RECORD, BenchPlan, machine_facts, open_bench_workspace
 from autoscale.recipes.demo import demo_config, write_config
-from autoscale.report.results import format_tokens
+from autoscale.tokens import format_tokens
 
 COMPARED = ("uniform", "natural", "ddo", "llama-style")
 

@@ -25,7 +25,8 @@ from autoscale.report.plots import (
     plot_weight_intervals,
     plot_weights_vs_budget,
 )
-from autoscale.report.results import ReportData, format_tokens
+from autoscale.report.results import ReportData
+from autoscale.tokens import format_tokens
 
 #: file name -> caption, in page order
 PLOTS = {
@@ -124,7 +125,7 @@ def _noise_table(data: ReportData) -> str:
         for d in data.domains:
             effects = []
             for e in (rec.get("effects") or {}).get(d, []):
-                text = f"x{e['ratio']:.3g}: {100 * e['mean']:+.1f}%"
+                text = f"x{e['ratio']:.2g}: {100 * e['mean']:+.1f}%"  # as planned: x0.2, not x0.202
                 if e.get("interval"):
                     text += f" ({100 * e['interval'][0]:+.1f} to {100 * e['interval'][1]:+.1f})"
                 effects.append(text + (" *" if e.get("significant") else ""))

@@ -36,9 +36,9 @@ from autoscale.report.results import (
     ReportData,
     ValidationCurve,
     WeightsAtBudget,
-    format_tokens,
 )
 from autoscale.speedup import SpeedUp, curve_tokens
+from autoscale.tokens import format_tokens
 
 
 @contextmanager

@@ -24,9 +24,9 @@ from autoscale.report.results import (
     RecordedSpeedUp,
     ValidationCurve,
     WeightsAtBudget,
-    format_tokens,
     validation_line,
 )
+from autoscale.tokens import format_tokens
 
 DPI = 110
 # text.parse_math off: labels are user text (domain and mixture names), never mathtext; a name

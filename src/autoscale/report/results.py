@@ -181,16 +181,6 @@ class ReportData:
         return smooth(curve.tokens, curve.objective, self.smoothing)
 
 
-def format_tokens(n: float) -> str:
-    """1234567 -> '1.23M' (token counts in labels and tables)."""
-    if n is None or not math.isfinite(n):
-        return "-"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.0f}"
-
-
 def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     arr = np.asarray(values, dtype=float)

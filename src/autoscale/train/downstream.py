@@ -147,6 +147,9 @@ def _cached(path: Path) -> dict[str, Any] | None:
 
 def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[str], num_fewshot: int,
               limit: int | None) -> dict[str, Any]:
+    from unittest import mock
+
+    from lm_eval import evaluator as lm_evaluator
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -169,7 +172,9 @@ def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[s
         if unknown:
             raise AutoscaleError(f"unknown task {unknown[0]!r} (autoscale's local tasks: {', '.join(local)}; or a "
                                  "standard lm-eval task whose dataset is in the Hugging Face cache)")
-        with warnings.catch_warnings():
+        # lm-eval records the git commit of the working directory with `git describe`, whose "fatal: not
+        # a git repository" would reach our output: that commit is not the run's, so it is not asked for
+        with warnings.catch_warnings(), mock.patch.object(lm_evaluator, "get_git_commit_hash", lambda: None):
             warnings.simplefilter("ignore")
             try:
                 out = simple_evaluate(model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit,

@@ -9,6 +9,9 @@
 ``{tokens[web]}``  training tokens of domain ``web``; ``{weights[web]}`` its weight
 ``{seed}``         the run's seed; ``{key}`` its content hash; ``{label}`` its name
 ``{store}``        the token store's path (empty without one); ``{domains}``: comma-separated
+``{python}``       the Python that runs autoscale (``sys.executable``): ``[{python}, train.py, ...]``
+                   runs the trainer in autoscale's environment; the run key holds ``{python}``
+                   itself, so runs are reused from another virtual environment
 =================  ======================================================================
 
 metrics.json must follow ``autoscale.train.metrics`` (schema version 1: ``schema_version``,
@@ -33,6 +36,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -84,6 +88,7 @@ class CommandExecutor:
             "budget": job.budget, "seed": job.seed, "key": job.key, "label": job.label,
             "store": "" if self.store_path is None else str(self.store_path), "domains": ",".join(job.tokens),
             "tokens": dict(job.tokens), "weights": {d: n / total for d, n in job.tokens.items()},
+            "python": sys.executable,
         }
         try:
             return [arg.format_map(values) for arg in self.command]
@@ -197,8 +202,8 @@ class CommandExecutor:
 
 def check_program(command: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> None:
     """Raise AutoscaleError unless ``command[0]`` is an executable file (a path relative to ``cwd``,
-    or a name on PATH)."""
-    program = command[0]
+    or a name on PATH); ``{python}`` is this Python."""
+    program = command[0].replace("{python}", sys.executable)
     path = (env or os.environ).get("PATH")
     found = (cwd / program) if os.sep in program else shutil.which(program, path=path)
     if found is None or not Path(found).is_file() or not os.access(found, os.X_OK):
