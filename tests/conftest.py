@@ -48,13 +48,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_outside() -> Iterator[None]:
-    """After every test of a worker, kills and errors included: no task folder of a dead scoring in
-    the temporary directory, and nothing new in the user's Hugging Face datasets cache (the README
+    """After every test of a worker, kills and errors included: no temporary folder of ours (a
+    scoring's tasks, a local dataset's cache) that a dead process left, and nothing new in the user's Hugging Face datasets cache (the README
     lists where a run may write outside its experiment folder)."""
     import tempfile
     from pathlib import Path
 
-    from autoscale.train.downstream import TASKS_PREFIX, pid_alive
+    from autoscale.data.sources import HF_SCRATCH
+    from autoscale.scratch import stale
+    from autoscale.train.downstream import TASKS_PREFIX
 
     cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path.home() / ".cache" / "huggingface" / "datasets")
 
@@ -64,9 +66,8 @@ def nothing_left_outside() -> Iterator[None]:
     before = cached()
     yield
     temp = Path(tempfile.gettempdir())
-    pids = {p.name: p.name[len(TASKS_PREFIX):].split("-")[0] for p in temp.glob(f"{TASKS_PREFIX}*")}
-    stale = [name for name, pid in pids.items() if pid.isdigit() and not pid_alive(int(pid))]
-    assert not stale, f"task folders of dead scorings left in {temp}: {stale}"
+    left = [p.name for prefix in (TASKS_PREFIX, HF_SCRATCH) for p in stale(prefix)]
+    assert not left, f"temporary folders of dead processes left in {temp}: {left}"
     assert cached() <= before, f"new files in the user's datasets cache: {sorted(map(str, cached() - before))[:3]}"
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -148,6 +151,10 @@ def test_a_changed_hugging_face_dataset_is_tokenised_again(tmp_path, layout, mon
     folder = tmp_path / "news"
     cache = tmp_path / "hf-cache"  # the user's datasets cache: a local folder leaves nothing in it
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    temp = tmp_path / "tmp"  # ours is a temporary folder, removed after reading; one a killed read left goes too
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (temp / f"autoscale-hf-{int(dead.stdout)}-x" / "lock").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
     def save(docs: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
@@ -180,6 +187,7 @@ def test_a_changed_hugging_face_dataset_is_tokenised_again(tmp_path, layout, mon
     news = store.tokenizer().decode(store.train_tokens("news").tolist() + store.val_tokens("news").tolist())
     assert "sent after the first prepare" in news
     assert not cache.exists() or not any(cache.iterdir())
+    assert not any(temp.iterdir())
 
 
 def test_a_hub_dataset_is_fingerprinted_by_its_revision(monkeypatch):

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from autoscale.domains import check_domain_name as core_check_domain_name
 from autoscale.errors import AutoscaleError
+from autoscale.scratch import scratch_folder
 
 EOT_TEXT = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".text")
@@ -52,6 +52,8 @@ DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 EMAIL_MASK = "[email]"
+
+HF_SCRATCH = "autoscale-hf-"  # temporary datasets caches while a local hf: folder is read
 
 
 def mask_emails(text: str) -> str:
@@ -346,9 +348,9 @@ def _hf_documents(item: str, text_field: str, stats: ReadStats) -> Iterator[str]
     datasets = _import_datasets(item)
     if item.startswith(HF_PREFIX) and Path(hf_spec(item)[0]).expanduser().exists():
         # A local data folder: streaming still takes a lock in the datasets cache, so that cache is a
-        # temporary folder removed after reading (nothing is left in the user's ~/.cache for it).
-        with tempfile.TemporaryDirectory(prefix="autoscale-hf-") as cache_dir:
-            yield from _hf_rows(datasets, item, text_field, stats, cache_dir)
+        # temporary folder of ours removed after reading (nothing is left in the user's ~/.cache for it).
+        with scratch_folder(HF_SCRATCH) as cache_dir:
+            yield from _hf_rows(datasets, item, text_field, stats, str(cache_dir))
     else:
         yield from _hf_rows(datasets, item, text_field, stats, None)
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -23,6 +21,7 @@ from typing import Any
 
 from autoscale.atomic import write_text_atomic
 from autoscale.errors import AutoscaleError
+from autoscale.scratch import scratch_folder
 
 DOWNSTREAM = "downstream"
 TASKS_PREFIX = "autoscale-tasks-"  # temporary folders of our tasks' definitions and processed data
@@ -117,24 +116,6 @@ def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fews
     return result | {"cached": False} | note
 
 
-def _sweep_task_folders() -> None:
-    """Remove the task folders that killed scorings left in the temporary directory (their pid is dead)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{TASKS_PREFIX}*"):
-        pid = folder.name[len(TASKS_PREFIX):].split("-")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _cached(path: Path) -> dict[str, Any] | None:
     """A cached score, or None when the file is damaged (it is then scored again, and said so)."""
     try:
@@ -159,9 +140,8 @@ def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[s
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     local = local_tasks()
     model = ProxyHarnessLM.from_run(run_dir, store, state)  # the checkpoint is read once
-    _sweep_task_folders()
-    # named by our pid: removed on any exit but a kill, and then by the next scoring (`_sweep_task_folders`)
-    with tempfile.TemporaryDirectory(prefix=f"{TASKS_PREFIX}{os.getpid()}-") as folder:
+    # named by our pid: removed on any exit but a kill, and then by the next scoring
+    with scratch_folder(TASKS_PREFIX) as folder:
         for t in tasks:
             if t in local:
                 Path(folder, f"{t}.yaml").write_text(_task_yaml(t, local[t], Path(folder) / "datasets"),
