@@ -76,3 +76,42 @@ def test_missing_required_keys_and_unreadable_files(tmp_path):
         read_metrics(tmp_path / "bad.json")
     with pytest.raises(AutoscaleError, match="does not exist"):
         read_metrics(tmp_path / "none.json")
+
+
+def _check(capsys, path) -> tuple[int, list[str], list[str]]:
+    from autoscale.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", str(path)])
+    out, err = capsys.readouterr()
+    return exit_.value.code, out.splitlines(), err.splitlines()
+
+
+def test_check_names_every_problem_of_a_trainers_metrics(tmp_path, capsys):
+    bad = {"schema_version": 2, "status": "done", "final": {"web": {"loss": -1}, "code": {"perplexity": 0.5}},
+           "curve": [{"step": 5, "eval": {}}, {"step": 3, "eval": {}}, {"nope": 1}], "params": -3}
+    (tmp_path / "metrics.json").write_text(json.dumps(bad))
+    code, out, err = _check(capsys, tmp_path)
+    source = str(tmp_path / "metrics.json")
+    assert code == 2 and out == []
+    assert err == [f"error: {source}: {problem}" for problem in (
+        "schema_version 2 is not supported (expected 1)", "status must be one of completed, diverged, got 'done'",
+        "final['web'].loss must be finite and >= 0, got -1", "final['code'].perplexity must be finite and >= 1, got 0.5",
+        "curve[1].step must be greater than the previous point's step",
+        "curve[2] must be an object with 'step' and 'eval'", "params must be a non-negative integer, got -3")]
+    # the first of them is what a run reading it fails with
+    with pytest.raises(AutoscaleError, match="schema_version 2 is not supported"):
+        read_metrics(tmp_path / "metrics.json")
+
+
+def test_check_passes_valid_metrics_and_says_what_they_hold(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text(json.dumps(MINIMAL))
+    code, out, err = _check(capsys, tmp_path / "metrics.json")
+    assert (code, err) == (0, [])
+    assert out == [f"ok: {tmp_path / 'metrics.json'}: completed, final on web, code; no curve (no speed-ups from it)"]
+    (tmp_path / "metrics.json").write_text('{"schema_version": 1,')
+    code, _, err = _check(capsys, tmp_path)
+    assert code == 2 and len(err) == 1 and "malformed JSON" in err[0]
+    code, _, err = _check(capsys, tmp_path / "elsewhere")
+    assert code == 2 and len(err) == 1 and "does not exist" in err[0]

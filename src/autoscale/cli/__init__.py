@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("autoscale.cli.data", "data", "Build the demo corpus, tokenise corpora, inspect token stores."),
     "train": ("autoscale.cli.train", "train", "Train one proxy model on a mixture."),
     "eval": ("autoscale.cli.train", "evaluate", "Score a run on downstream tasks (lm-evaluation-harness)."),
+    "check": ("autoscale.cli.train", "check", "Validate a run's metrics.json (your trainer's), naming every problem."),
+    "init": ("autoscale.cli.experiment", "init", "Write a commented starter experiment YAML."),
     "run": ("autoscale.cli.experiment", "run", "Run an AutoScale experiment end to end (resumable)."),
     "status": ("autoscale.cli.experiment", "status", "Show what an experiment has done, is running, failed."),
     "schema": ("autoscale.cli.experiment", "schema", "Write the JSON Schemas of metrics.json and the result files."),

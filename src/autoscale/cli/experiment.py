@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autoscale.cli.common import plain_console
+from autoscale.errors import AutoscaleError
 from autoscale.tokens import format_tokens
 
 
@@ -336,3 +337,21 @@ def schema(out: str) -> None:
     for name, content in schemas().items():
         write_text_atomic(folder / name, json.dumps(content, indent=2, sort_keys=True) + "\n")
         click.echo(str(folder / name))
+
+
+@click.command()
+@click.argument("path", default="experiment.yaml", type=click.Path(dir_okay=False))
+@click.option("--command", "own", is_flag=True, help="Your own trainer, run once per run (default: autoscale's).")
+def init(path: str, own: bool) -> None:
+    """Write a commented starter experiment to PATH (default experiment.yaml): autoscale's trainer on
+    your corpus, or with --command your own trainer. An existing file is left alone."""
+    from autoscale.atomic import write_text_atomic
+    from autoscale.recipes.starter import STARTERS
+
+    out = Path(path)
+    if out.exists():
+        raise AutoscaleError(f"{path} exists: give another path (it is left as it is)")
+    if not out.parent.is_dir():
+        raise AutoscaleError(f"{path}: folder {str(out.parent)!r} does not exist")
+    write_text_atomic(out, STARTERS["command" if own else "ours"])
+    click.echo(f"wrote {path}: edit it, then `autoscale run {path}`")

@@ -178,6 +178,26 @@ def read_metrics(path: str | Path) -> RunMetrics:
     return _parse(data, str(path))
 
 
+def metrics_problems(path: str | Path) -> list[str]:
+    """Every problem of a metrics.json (empty: it is valid), by the same rules as `read_metrics`."""
+    path = Path(path)
+    try:
+        read_metrics(path)
+        return []
+    except AutoscaleError as exc:
+        first = str(exc)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [first]  # unreadable or not JSON: that one problem is all there is to say
+    problems: list[str] = []
+    try:
+        _parse(data, str(path), problems)
+    except AutoscaleError as exc:  # not an object at all
+        problems.append(str(exc))
+    return problems or [first]
+
+
 def write_metrics(metrics: RunMetrics, path: str | Path) -> Path:
     """Write metrics.json atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
@@ -217,50 +237,74 @@ def _domain_eval(value: Any, where: str, source: str) -> DomainEval:
     return DomainEval(loss=loss, perplexity=ppl)
 
 
-def _evals(value: Any, where: str, source: str) -> dict[str, DomainEval]:
+def _evals_object(value: Any, where: str, source: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise AutoscaleError(f"{source}: {where} must be an object of domain -> {{loss, perplexity}}")
-    return {str(d): _domain_eval(v, f"{where}[{d!r}]", source) for d, v in value.items()}
+    return value
 
 
-def _parse(data: Any, source: str) -> RunMetrics:
+def _evals(value: Any, where: str, source: str) -> dict[str, DomainEval]:
+    return {str(d): _domain_eval(v, f"{where}[{d!r}]", source)
+            for d, v in _evals_object(value, where, source).items()}
+
+
+def _parse(data: Any, source: str, problems: list[str] | None = None) -> RunMetrics:
+    """The validated metrics; the first problem raised, or, given ``problems``, every problem
+    collected there (each section checked on its own) and a best-effort record returned."""
     if not isinstance(data, Mapping):
         raise AutoscaleError(f"{source}: expected a JSON object")
-    for key in ("schema_version", "status", "final"):
+
+    def check(fn: Any, default: Any = None) -> Any:
+        try:
+            return fn()
+        except AutoscaleError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            return default
+
+    def required(key: str) -> Any:
         if key not in data:
             raise AutoscaleError(f"{source}: missing required key {key!r}")
-    if data["schema_version"] != SCHEMA_VERSION or isinstance(data["schema_version"], bool):
-        raise AutoscaleError(
-            f"{source}: schema_version {data['schema_version']!r} is not supported (expected {SCHEMA_VERSION})"
-        )
-    status = data["status"]
-    if status not in STATUSES:
-        raise AutoscaleError(f"{source}: status must be one of {', '.join(STATUSES)}, got {status!r}")
-    final = _evals(data["final"], "final", source)
-    if status == "completed" and not final:
-        raise AutoscaleError(f"{source}: a completed run needs at least one domain in 'final'")
+        return data[key]
+
+    def version() -> None:
+        found = required("schema_version")
+        if found != SCHEMA_VERSION or isinstance(found, bool):
+            raise AutoscaleError(f"{source}: schema_version {found!r} is not supported (expected {SCHEMA_VERSION})")
+
+    def status_of() -> str:
+        found = required("status")
+        if found not in STATUSES:
+            raise AutoscaleError(f"{source}: status must be one of {', '.join(STATUSES)}, got {found!r}")
+        return found
+
+    check(version)
+    status = check(status_of, "completed")
+    final: dict[str, DomainEval] = {}
+    raw_final = check(lambda: _evals_object(required("final"), "final", source))
+    for d, v in (raw_final or {}).items():  # each domain on its own: every bad one is named
+        found = check(lambda d=d, v=v: _domain_eval(v, f"final[{d!r}]", source))
+        if found is not None:
+            final[str(d)] = found
+    if raw_final is not None and status == "completed" and not raw_final:
+        check(lambda: _fail(f"{source}: a completed run needs at least one domain in 'final'"))
     step = data.get("diverged_at_step")
-    diverged_at = None if step is None else _count(step, "diverged_at_step", source)
+    diverged_at = None if step is None else check(lambda: _count(step, "diverged_at_step", source))
 
     curve: list[CurvePoint] = []
     raw_curve = data.get("curve") or []
     if not isinstance(raw_curve, list):
-        raise AutoscaleError(f"{source}: curve must be a list of evaluation points")
+        check(lambda: _fail(f"{source}: curve must be a list of evaluation points"))
+        raw_curve = []
     for i, point in enumerate(raw_curve):
         where = f"curve[{i}]"
-        if not isinstance(point, Mapping) or "step" not in point or "eval" not in point:
-            raise AutoscaleError(f"{source}: {where} must be an object with 'step' and 'eval'")
-        train_loss = point.get("train_loss")
-        curve.append(
-            CurvePoint(
-                step=_count(point["step"], f"{where}.step", source),
-                tokens=_count(point.get("tokens", 0), f"{where}.tokens", source),
-                eval=_evals(point["eval"], f"{where}.eval", source),
-                train_loss=None if train_loss is None else _number(train_loss, f"{where}.train_loss", source),
-            )
-        )
-        if i and curve[-1].step <= curve[-2].step:
-            raise AutoscaleError(f"{source}: {where}.step must be greater than the previous point's step")
+        parsed = check(lambda point=point, where=where: _curve_point(point, where, source))
+        if parsed is None:
+            continue
+        if curve and parsed.step <= curve[-1].step:
+            check(lambda where=where: _fail(f"{source}: {where}.step must be greater than the previous point's step"))
+        curve.append(parsed)
 
     def counts(key: str) -> dict[str, int]:
         value = data.get(key) or {}
@@ -268,10 +312,11 @@ def _parse(data: Any, source: str) -> RunMetrics:
             raise AutoscaleError(f"{source}: {key} must be an object of domain -> tokens")
         return {str(d): _count(v, f"{key}[{d!r}]", source) for d, v in value.items()}
 
-    mixture_raw = data.get("mixture") or {}
-    if not isinstance(mixture_raw, Mapping):
-        raise AutoscaleError(f"{source}: mixture must be an object of domain -> tokens")
-    mixture = {str(d): _number(v, f"mixture[{d!r}]", source) for d, v in mixture_raw.items()}
+    def mixture_of() -> dict[str, float]:
+        value = data.get("mixture") or {}
+        if not isinstance(value, Mapping):
+            raise AutoscaleError(f"{source}: mixture must be an object of domain -> tokens")
+        return {str(d): _number(v, f"mixture[{d!r}]", source) for d, v in value.items()}
 
     def optional(key: str) -> float | None:
         value = data.get(key)
@@ -283,10 +328,26 @@ def _parse(data: Any, source: str) -> RunMetrics:
         final=final,
         diverged_at_step=diverged_at,
         curve=tuple(curve),
-        tokens_per_domain=counts("tokens_per_domain"),
-        mixture=mixture,
-        tokens_per_s=optional("tokens_per_s"),
-        params=None if params is None else _count(params, "params", source),
-        wall_time_s=optional("wall_time_s"),
+        tokens_per_domain=check(lambda: counts("tokens_per_domain"), {}),
+        mixture=check(mixture_of, {}),
+        tokens_per_s=check(lambda: optional("tokens_per_s")),
+        params=None if params is None else check(lambda: _count(params, "params", source)),
+        wall_time_s=check(lambda: optional("wall_time_s")),
         extra={k: v for k, v in data.items() if k not in _KNOWN},
     )
+
+
+def _curve_point(point: Any, where: str, source: str) -> CurvePoint:
+    if not isinstance(point, Mapping) or "step" not in point or "eval" not in point:
+        raise AutoscaleError(f"{source}: {where} must be an object with 'step' and 'eval'")
+    train_loss = point.get("train_loss")
+    return CurvePoint(
+        step=_count(point["step"], f"{where}.step", source),
+        tokens=_count(point.get("tokens", 0), f"{where}.tokens", source),
+        eval=_evals(point["eval"], f"{where}.eval", source),
+        train_loss=None if train_loss is None else _number(train_loss, f"{where}.train_loss", source),
+    )
+
+
+def _fail(message: str) -> None:
+    raise AutoscaleError(message)
