@@ -144,7 +144,7 @@ class Scheduler:
             def on_progress(p: RunProgress) -> None:
                 self.report(p)
 
-            first_errors: list[str | None] = []  # the first outcomes of the stage, while none completed
+            first_errors: list[str | None] = []  # the stage's first outcomes: None for a completed run, else its error
             with contextlib.closing(self.executor.execute(todo, on_start, on_progress)) as outcomes:
                 for outcome in outcomes:
                     job = by_key[outcome.key]
