@@ -126,15 +126,14 @@ def check(run: str) -> None:
     """Validate RUN_DIR/metrics.json (or a metrics.json file) as an experiment reads it: each problem
     on a line of its own, exit status 2 when there is one. Run it on your trainer's output before an
     experiment depends on it; the contract is docs/schema/metrics.schema.json."""
-    from autoscale.train.metrics import metrics_problems, read_metrics
+    from autoscale.train.metrics import check_metrics
 
     path = Path(run) / "metrics.json" if Path(run).is_dir() else Path(run)
-    problems = metrics_problems(path)
-    if problems:
+    metrics, problems = check_metrics(path)
+    if metrics is None:
         for problem in problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(2)
-    metrics = read_metrics(path)
     domains = ", ".join(metrics.final)
     curve = f"a curve of {len(metrics.curve)} points" if metrics.curve else "no curve (no speed-ups from it)"
     click.echo(f"ok: {path}: {metrics.status}, final on {domains}; {curve}")

@@ -165,6 +165,22 @@ class MetricsFile(BaseModel):
 def read_metrics(path: str | Path) -> RunMetrics:
     """Read and validate a metrics.json (ours or an external trainer's)."""
     path = Path(path)
+    return _parse(_load(path), str(path))
+
+
+def check_metrics(path: str | Path) -> tuple[RunMetrics | None, list[str]]:
+    """A metrics.json read by the same rules as `read_metrics`, but every problem named, in the
+    order `read_metrics` meets them: (the metrics, []) when it is valid, else (None, the problems)."""
+    path = Path(path)
+    problems: list[str] = []
+    try:
+        metrics = _parse(_load(path), str(path), problems)
+    except AutoscaleError as exc:  # unreadable, not JSON, not an object: that one problem is all there is
+        return None, [str(exc)]
+    return (None, problems) if problems else (metrics, [])
+
+
+def _load(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -172,30 +188,9 @@ def read_metrics(path: str | Path) -> RunMetrics:
     except (OSError, UnicodeDecodeError) as exc:
         raise AutoscaleError(f"{path} cannot be read: {exc}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise AutoscaleError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
-    return _parse(data, str(path))
-
-
-def metrics_problems(path: str | Path) -> list[str]:
-    """Every problem of a metrics.json (empty: it is valid), by the same rules as `read_metrics`."""
-    path = Path(path)
-    try:
-        read_metrics(path)
-        return []
-    except AutoscaleError as exc:
-        first = str(exc)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return [first]  # unreadable or not JSON: that one problem is all there is to say
-    problems: list[str] = []
-    try:
-        _parse(data, str(path), problems)
-    except AutoscaleError as exc:  # not an object at all
-        problems.append(str(exc))
-    return problems or [first]
 
 
 def write_metrics(metrics: RunMetrics, path: str | Path) -> Path:
@@ -254,13 +249,16 @@ def _parse(data: Any, source: str, problems: list[str] | None = None) -> RunMetr
     if not isinstance(data, Mapping):
         raise AutoscaleError(f"{source}: expected a JSON object")
 
+    def report(message: str) -> None:
+        if problems is None:
+            raise AutoscaleError(message)
+        problems.append(message)
+
     def check(fn: Any, default: Any = None) -> Any:
         try:
             return fn()
         except AutoscaleError as exc:
-            if problems is None:
-                raise
-            problems.append(str(exc))
+            report(str(exc))
             return default
 
     def required(key: str) -> Any:
@@ -288,14 +286,14 @@ def _parse(data: Any, source: str, problems: list[str] | None = None) -> RunMetr
         if found is not None:
             final[str(d)] = found
     if raw_final is not None and status == "completed" and not raw_final:
-        check(lambda: _fail(f"{source}: a completed run needs at least one domain in 'final'"))
+        report(f"{source}: a completed run needs at least one domain in 'final'")
     step = data.get("diverged_at_step")
     diverged_at = None if step is None else check(lambda: _count(step, "diverged_at_step", source))
 
     curve: list[CurvePoint] = []
     raw_curve = data.get("curve") or []
     if not isinstance(raw_curve, list):
-        check(lambda: _fail(f"{source}: curve must be a list of evaluation points"))
+        report(f"{source}: curve must be a list of evaluation points")
         raw_curve = []
     for i, point in enumerate(raw_curve):
         where = f"curve[{i}]"
@@ -303,7 +301,7 @@ def _parse(data: Any, source: str, problems: list[str] | None = None) -> RunMetr
         if parsed is None:
             continue
         if curve and parsed.step <= curve[-1].step:
-            check(lambda where=where: _fail(f"{source}: {where}.step must be greater than the previous point's step"))
+            report(f"{source}: {where}.step must be greater than the previous point's step")
         curve.append(parsed)
 
     def counts(key: str) -> dict[str, int]:
@@ -347,7 +345,3 @@ def _curve_point(point: Any, where: str, source: str) -> CurvePoint:
         eval=_evals(point["eval"], f"{where}.eval", source),
         train_loss=None if train_loss is None else _number(train_loss, f"{where}.train_loss", source),
     )
-
-
-def _fail(message: str) -> None:
-    raise AutoscaleError(message)
