@@ -77,7 +77,7 @@ fi
 
 step "2/3 one row of the signal-to-noise study at 10x the CPU token scale"
 if [ "$DRY" = 1 ]; then
-  SNR=(--budgets 8000 --seeds 0,1 --batch-size 4 --val-tokens 1024)
+  SNR=(--budgets 4000 --seeds 0,1 --batch-size 4 --val-tokens 1024)
 else
   SNR=(--budgets 10240000 --seeds 0,1,2 --batch-size 64)
 fi
@@ -86,7 +86,7 @@ fi
 
 step "3/3 AutoScale search and validation on $DOMAINS"
 if [ "$DRY" = 1 ]; then
-  B1=2000; B2=8000; T=16000; SEEDS="[0, 1]"; BATCH=8; SEQ=32; VAL=1024; EVAL=2048
+  B1=1000; B2=4000; T=8000; SEEDS="[0, 1]"; BATCH=8; SEQ=32; VAL=1024; EVAL=1024
 else
   B1=1280000; B2=5120000; T=20480000; SEEDS="[0, 1, 2]"; BATCH=64; SEQ=128; VAL=16384; EVAL=null
 fi

@@ -17,7 +17,9 @@ import matplotlib.image
 import pytest
 
 from autoscale.baselines import llama_style
+from autoscale.recipes.bench import QUICK_BENCH
 from autoscale.recipes.demo import QUICK
+from autoscale.tokens import format_tokens
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -45,7 +47,8 @@ def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_d
     folder, out = quick_demo
     target = json.loads((folder / "experiment" / "autoscale_target.json").read_text())["mixture"]
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
-    assert {"DDO at 6k", "DDO at 24k", "predicted", "uniform", "natural", "DDO 24k reused", "llama-style"} <= set(rows)
+    n1, n2 = (format_tokens(b) for b in QUICK.budgets)
+    assert {f"DDO at {n1}", f"DDO at {n2}", "predicted", "uniform", "natural", f"DDO {n2} reused", "llama-style"} <= set(rows)
     # the predicted row carries the extrapolated weights of target.json
     cells = [c.strip() for c in rows["predicted"].split("│")[1:-1]]
     assert len(QUICK.domains) == 7
@@ -56,7 +59,7 @@ def test_table_shows_ddo_mixtures_predicted_mixture_and_every_validation(quick_d
     # every validated mixture has a final perplexity; every baseline a speed-up (or "not reached") and
     # its gain with a 95% interval over the 2 seeds and a verdict
     validation = json.loads((folder / "experiment" / "validation.json").read_text())
-    for name in ("uniform", "natural", "DDO 24k reused", "llama-style"):
+    for name in ("uniform", "natural", f"DDO {n2} reused", "llama-style"):
         final, speedup, gain = [c.strip() for c in rows[name].split("│")[1:-1]][-3:]
         assert float(final) > 1.0
         assert speedup == "not reached" or re.fullmatch(r"[+-]\d+\.\d%", speedup)
@@ -132,7 +135,8 @@ def test_quick_bench_decides_with_intervals_and_resumes_without_training_again(t
     assert done.returncode == 0, done.stderr[-3000:]
     text = record.read_text()
     assert f"Command: `autoscale bench --quick --dir {folder}`" in text
-    for baseline in ("uniform", "natural", "DDO 8k reused", "LLaMA-style", "oracle (DDO at the target)"):
+    reused = f"DDO {format_tokens(QUICK_BENCH.proxy.budgets[1])} reused"
+    for baseline in ("uniform", "natural", reused, "LLaMA-style", "oracle (DDO at the target)"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {baseline} |"))
         assert re.search(r"\[[+-]\d+\.\d%, [+-]\d+\.\d%\] \| \*\*(win|loss|not distinguishable)\*\*", row), row
         assert "pairs" in row  # the speed-up cell counts (search, seed) pairs
@@ -141,7 +145,7 @@ def test_quick_bench_decides_with_intervals_and_resumes_without_training_again(t
     # searches 1 and 2 used disjoint seeds; the oracle was fitted at the target
     s1 = json.loads((folder / "search-1" / "summary.json").read_text())
     assert s1["validation"]["final_objective"]["predicted-2"]
-    assert (folder / "oracle" / "autoscale_runs_32000.csv").is_file()
+    assert (folder / "oracle" / f"autoscale_runs_{QUICK_BENCH.proxy.target}.csv").is_file()
     runs = sorted(folder.glob("*/runs/*/metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
     again = autoscale("bench", "--quick", "--dir", str(folder), "--out", str(record), "--quiet")

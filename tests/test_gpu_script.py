@@ -22,7 +22,7 @@ def test_the_gpu_script_dry_run_runs_every_step(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["autoscale.md", "snr.md", "trainer.md"]
     assert "tiny (test-sized)" in (out / "trainer.md").read_text()
     snr = (out / "snr.md").read_text()
-    assert "| bytes L2 d64 | 8,000 |" in snr and "tests/fixtures/corpus" in snr
+    assert "| bytes L2 d64 | 4,000 |" in snr and "tests/fixtures/corpus" in snr
     run = (out / "autoscale.md").read_text()
     assert "gain in the final objective over uniform" in run and "device: cpu" in run
     assert (tmp_path / "work" / "experiment" / "validation.json").exists()

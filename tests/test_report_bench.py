@@ -152,11 +152,12 @@ def test_record_states_each_verdict_the_oracle_fraction_and_the_goal(tmp_path):
     assert result.oracle_fraction == pytest.approx(result.gains["uniform"].mean / oracle)
     assert f"fraction of it: **{result.oracle_fraction:.0%}**" in text
     assert f"**L1 0.100** (95% bootstrap interval 0.050 to 0.300); the authors' check: {PAPER_HELD_OUT_L1}" in text
-    assert "**50.0x** one target run" in text  # 1.6M tokens of DDO / the 32k target
+    assert "**66.7x** one target run" in text  # 1.6M tokens of DDO / the 24k target
+    assert "evaluation on the first 1,024 of the 2,048 validation tokens per domain" in text  # eval.max_tokens
     assert "Goal not met" in text and "loses to natural" in text
     assert "reached in all 4 pairs" in text
-    # 10 unique web tokens against LLaMA-style's 0.90 x 32k: the cap binds
-    assert "LLaMA-style's web: 2883.52 epochs, above the cap of max_epochs 4: the cap binds." in text
+    # 10 unique web tokens against LLaMA-style's 0.90 x 24k: the cap binds
+    assert "LLaMA-style's web: 2162.64 epochs, above the cap of max_epochs 4: the cap binds." in text
     roomy = dataclasses.replace(result, unique_tokens={"web": 10**6, "code": 10**6, "books": 10**6})
     assert "at this target no cap binds" in record_markdown(roomy, "autoscale bench")
 

@@ -17,13 +17,53 @@ free domains); use it for the pipeline's answer from your own tables:
     target = extrapolate([r.mixture for r in results.values()], target=10e9).mixture
 """
 
-from autoscale.ddo.allocate import Allocation, allocate
-from autoscale.ddo.fit import DDOResult, fit_ddo, fit_ddo_budgets
-from autoscale.ddo.plan import plan_ddo
-from autoscale.ddo.runs import RunsTable
-from autoscale.errors import AutoscaleError
-from autoscale.extrapolate import Extrapolation, extrapolate
-from autoscale.mixture import Mixture
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autoscale.ddo.allocate import Allocation, allocate
+    from autoscale.ddo.fit import DDOResult, fit_ddo, fit_ddo_budgets
+    from autoscale.ddo.plan import plan_ddo
+    from autoscale.ddo.runs import RunsTable
+    from autoscale.errors import AutoscaleError
+    from autoscale.extrapolate import Extrapolation, extrapolate
+    from autoscale.mixture import Mixture
+
+# Imported on first use: a trainer that imports only `autoscale.data` (one process per run) should
+# not pay for scipy's import (about 1.5 s a process here).
+_HOME = {
+    "Allocation": "autoscale.ddo.allocate", "allocate": "autoscale.ddo.allocate",
+    "DDOResult": "autoscale.ddo.fit", "fit_ddo": "autoscale.ddo.fit", "fit_ddo_budgets": "autoscale.ddo.fit",
+    "plan_ddo": "autoscale.ddo.plan", "RunsTable": "autoscale.ddo.runs", "AutoscaleError": "autoscale.errors",
+    "Extrapolation": "autoscale.extrapolate", "extrapolate": "autoscale.extrapolate", "Mixture": "autoscale.mixture",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'autoscale' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing the submodule `autoscale.extrapolate` binds it to the package's name
+        # `extrapolate`, which is the function of the same name, whatever was imported first.
+        if isinstance(value, types.ModuleType) and _HOME.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "Allocation",

@@ -43,9 +43,10 @@ class MixtureLaw:
 
     def losses(self, tokens: float | np.ndarray, h: np.ndarray) -> np.ndarray:
         """``[..., J]`` predicted losses after ``tokens`` (broadcast) of mixtures ``h`` ``[..., m]``."""
-        h = np.asarray(h, dtype=float)
+        # every target at once (the optimum search calls this some 10^4 times at m = 24)
+        h = np.asarray(h, dtype=float)[..., None, :]
         d = np.asarray(tokens, dtype=float)[..., None]
-        return np.stack([_law(p, d[..., 0], h, self.m) for p in self.params], axis=-1)
+        return _law_of(_unpacked(self.params.T, self.m), d, h)
 
     def objective(self, tokens: float, h: np.ndarray, weights: np.ndarray | None = None,
                   metric: str = "loss") -> np.ndarray:
@@ -55,16 +56,22 @@ class MixtureLaw:
 
 
 def _unpacked(p: np.ndarray, m: int) -> tuple:
-    """(E, C, g, K, g_B, beta) from the parameters in logs."""
-    return (np.exp(p[0]), np.exp(p[1:1 + m]), np.exp(p[1 + m:1 + 2 * m]), np.exp(p[1 + 2 * m:1 + 3 * m]),
+    """(E, C, g, K, g_B, beta) from the parameters in logs: ``p`` ``[3m + 3]`` for one target, or
+    ``[3m + 3, J]`` (transposed rows) for all, giving C, g, K as ``[J, m]`` and the rest as ``[J]``."""
+    return (np.exp(p[0]), np.exp(p[1:1 + m].T), np.exp(p[1 + m:1 + 2 * m].T), np.exp(p[1 + 2 * m:1 + 3 * m].T),
             np.exp(p[1 + 3 * m]), np.exp(p[2 + 3 * m]))
 
 
 def _law(p: np.ndarray, d: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
-    e, c, g, k, gb, beta = _unpacked(p, m)
+    return _law_of(_unpacked(p, m), d, h)
+
+
+def _law_of(unpacked: tuple, d: np.ndarray, h: np.ndarray) -> np.ndarray:
+    e, c, g, k, gb, beta = unpacked
+    hp = np.clip(h, 0.0, None)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        mix = np.sum(c * np.power(np.clip(h, 0.0, None), g), axis=-1)
-        data = np.power(np.clip(h, 0.0, None) @ k, gb) / np.power(d, beta)
+        mix = np.sum(c * np.power(hp, g), axis=-1)
+        data = np.power(np.sum(hp * k, axis=-1), gb) / np.power(d, beta)
         return e + 1.0 / np.maximum(mix, 1e-12) + data
 
 

@@ -110,8 +110,8 @@ RECORD = BenchPlan(
 #: The same design at test size (a couple of minutes).
 QUICK_BENCH = BenchPlan(
     proxy=dataclasses.replace(QUICK, name="bench-quick", domains=("web", "code", "books"), objective=None,
-                              budgets=(2_000, 8_000), target=32_000,
-                              model={**_BYTES_L2, "seq_len": 32}, eval={"points": 8, "max_tokens": 2048},
+                              budgets=(1_500, 6_000), target=24_000,
+                              model={**_BYTES_L2, "seq_len": 32}, eval={"points": 8, "max_tokens": 1024},
                               seeds=(100, 101), bootstrap=50),
     searches=2,
     law_starts=1,  # each start of the law's fit costs seconds; the quick run checks the path, not the fit

@@ -22,7 +22,7 @@ Sizing (`DEFAULT`, `QUICK`): byte-level tokens (vocabulary 257), 2 layers 64 wid
 with the most signal per CPU-minute in the signal-to-noise study (bench/snr.py). Costs follow
 K (2m + 2.2) (N1 + N2) + 5 S N3 training tokens (K replicates, m domains, S validation seeds),
 at ~60-100k tokens/s on 2 CPU cores. DEFAULT: m = 7, K = 2, S = 3, N1 = 128k -> about 51M tokens.
-QUICK: N1 = 6k, S = 2 -> about 1.9M tokens, evaluated on 2048 validation tokens per domain.
+QUICK: N1 = 4k, S = 2 -> about 1.3M tokens, evaluated on 1024 validation tokens per domain.
 
 Each domain of the demo corpus keeps its real size (5.7-19 MB of text), so "natural" (the corpus's
 token shares) differs from uniform, and ``max_epochs`` 4 caps a small domain where a large target
@@ -121,11 +121,11 @@ QUICK = DemoPlan(
     name="demo-quick",
     domains=DEMO_DOMAINS,
     objective=DEMO_OBJECTIVE,
-    budgets=(6_000, 24_000),
-    target=96_000,
+    budgets=(4_000, 16_000),
+    target=64_000,
     model={**_BYTES_L2, "seq_len": 64},
     train={**_TRAIN, "batch_size": 16},  # fewer, larger steps: ~1.2x the tokens per second of batch 8 here
-    eval={"points": 8, "max_tokens": 2048},  # whole validation documents would cost as much as training
+    eval={"points": 8, "max_tokens": 1024},  # whole validation documents would cost more than training
     val_tokens=2048,
     slice_mb=1.0,
     replicates=2,

@@ -14,6 +14,7 @@ from autoscale.baselines import llama_style
 from autoscale.experiment.records import ValidationRecord, dump
 from autoscale.gain import Gain
 from autoscale.recipes.bench import PAPER_HELD_OUT_L1, BenchResult, mixture_of_search
+from autoscale.recipes.demo import DemoPlan
 from autoscale.recipes.methods_bench import MethodsResult
 from autoscale.tokens import format_tokens
 
@@ -34,6 +35,14 @@ def _ci(g: Gain | None) -> str:
 
 
 BASELINE_NAMES = {"ddo": "DDO {n2} reused", "llama-style": "LLaMA-style", "oracle": "oracle (DDO at the target)"}
+
+
+def _evaluated(p: DemoPlan) -> str:
+    """What each evaluation reads: the whole validation split, or its first ``eval.max_tokens``."""
+    cap = p.eval.get("max_tokens")
+    if cap is None or cap >= p.val_tokens:
+        return f"the whole validation split ({p.val_tokens:,} tokens per domain)"
+    return f"the first {cap:,} of the {p.val_tokens:,} validation tokens per domain"
 
 
 def record_markdown(result: BenchResult, command: str) -> str:
@@ -68,8 +77,8 @@ def record_markdown(result: BenchResult, command: str) -> str:
         f"({p.target / p.budgets[1]:g} x N2); {plan.searches} searches with disjoint seeds "
         + ", ".join(f"{plan.search_seed(i)}-{plan.search_seed(i) + p.replicates - 1}" for i in range(plan.searches))
         + f"; oracle: DDO at the target with {plan.oracle_replicates} replicates; validation seeds "
-        f"{', '.join(map(str, result.seeds))} for every mixture; final evaluation on the whole validation split "
-        f"({p.val_tokens:,} tokens per domain); objective: mean validation perplexity over the domains; "
+        f"{', '.join(map(str, result.seeds))} for every mixture; evaluation on {_evaluated(p)}; "
+        "objective: mean validation perplexity over the domains; "
         f"max_epochs {p.max_epochs:g}.",
         "",
         "### Gain of the predicted mixture at the target",
