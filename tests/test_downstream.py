@@ -4,6 +4,7 @@ harness's stderr; the second evaluation is served from the cache; bad input is o
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import lm_eval  # noqa: F401  (the `eval` extra: `make test` installs it; a missing one fails here)
 import pytest
 import torch
+import yaml
 
 from autoscale.data import prepare_store
 from autoscale.errors import AutoscaleError
@@ -253,3 +255,113 @@ def test_rolling_loglikelihood_and_greedy_generation(runs):
     out = lm.generate_until([request("generate_until", ("The children walked to the", {"until": ["\n"],
                                                                                           "max_gen_toks": 12}))])
     assert isinstance(out[0], str) and "\n" not in out[0] and len(lm._encode(out[0])) <= 12
+
+
+def byte_tokenizer(eos: str = "<|endoftext|>"):
+    """A byte-level Hugging Face tokenizer (one token per byte, no merges), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab[eos] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos, unk_token=eos)
+
+
+def own_task(folder: Path, name: str, rows: list[dict]) -> Path:
+    """A multiple-choice lm-eval task YAML as a user writes one, over a JSON-lines file beside it;
+    the `datasets` library's processed copy goes to ``folder/cache`` (not the user's HF cache)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({
+        "task": name, "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(folder / "cache")},
+        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{question}}",
+        "doc_to_choice": "{{choices}}", "doc_to_target": "{{answer}}",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }))
+    return data
+
+
+def test_an_hf_model_folder_is_scored_on_the_users_own_task_and_cached_by_its_content(tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = byte_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2,
+                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id))
+    model_dir = tmp_path / "my-model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rows = [{"question": f"{a} plus {b} is", "choices": [f" {a + b}", f" {a + b + 1}"], "answer": 0}
+            for a in range(4) for b in range(3)]
+    data = own_task(tmp_path / "tasks", "my_sums", rows)
+
+    args = ["eval", "--hf-model", str(model_dir), "--include-path", str(tmp_path / "tasks"), "--tasks", "my_sums",
+            "--json"]
+    assert run_cli(*args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["cached"] is False and 0.0 <= first["tasks"]["my_sums"]["value"] <= 1.0
+    assert first["tasks"]["my_sums"]["metric"] == "acc"
+    assert run_cli(*args) == 0
+    assert json.loads(capsys.readouterr().out)["cached"] is True
+    # the task's content is in the key: an edited task is scored again
+    data.write_text(data.read_text() + json.dumps(rows[0]) + "\n")
+    assert run_cli(*args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["cached"] is False and again["key"] != first["key"]
+
+    # one line, exit 2: a task the folder does not define; a folder that is not a model; both sources
+    assert run_cli("eval", "--hf-model", str(model_dir), "--include-path", str(tmp_path / "tasks"),
+                   "--tasks", "nope_task") == 2
+    assert "unknown task 'nope_task'" in capsys.readouterr().err
+    assert run_cli("eval", "--hf-model", str(tmp_path / "tasks"), "--tasks", "my_sums",
+                   "--include-path", str(tmp_path / "tasks")) == 2
+    assert "not a Hugging Face model folder" in capsys.readouterr().err
+    assert run_cli("eval", str(tmp_path), "--hf-model", str(model_dir), "--tasks", "my_sums") == 2
+    assert "one of the two" in capsys.readouterr().err
+
+
+def test_the_configs_include_path_is_relative_to_it_and_decides_which_tasks_exist(tmp_path, capsys):
+    from autoscale.experiment.config import load_config
+    from autoscale.train.downstream import check_tasks, task_identity
+
+    own_task(tmp_path / "exp" / "tasks", "my_sums", [{"question": "1 plus 1 is", "choices": [" 2", " 3"], "answer": 0}])
+    base = {"data": {"store": str(tmp_path / "store"), "sources": str(CORPUS), "domains": ["web", "code", "books"]},
+            "ddo": {"budgets": [6000, 12000]},
+            "target": {"budget": 24000, "validate": True,
+                       "downstream": {"tasks": ["my_sums", TASK], "include_path": "tasks"}}}
+    path = tmp_path / "exp" / "down.yaml"
+    path.write_text(yaml.safe_dump(base))
+    cfg = load_config(path).target.downstream
+    assert cfg.include_path == tmp_path / "exp" / "tasks"
+    check_tasks(cfg.tasks, cfg.include_path)  # both known: ours, and the folder's
+    identity = task_identity(cfg.tasks, cfg.include_path)
+    assert identity["my_sums"].startswith("include:") and identity[TASK] == task_identity([TASK])[TASK]
+    with pytest.raises(AutoscaleError, match=r"unknown task 'zz_no_such_task_q' \(.*task YAMLs under .*tasks"):
+        check_tasks(["zz_no_such_task_q"], cfg.include_path)
+    # the user's own trainer keeps no weights of ours: refused, and the line says what to do instead
+    command = {**base, "data": {"domains": ["web", "code", "books"]},
+               "executor": {"kind": "command", "command": ["{python}", "train.py", "{run_dir}"]}}
+    path.write_text(yaml.safe_dump(command))
+    assert run_cli("run", str(path), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "autoscale eval --hf-model DIR" in err and "\n" not in err.strip()
+
+
+def test_a_run_of_the_users_own_trainer_is_pointed_to_hf_model(tmp_path, capsys):
+    """A command-executor experiment has no token store: `eval RUN_DIR` says to score the saved model."""
+    run = tmp_path / "exp" / "runs" / "0123456789abcdef"
+    run.mkdir(parents=True)
+    (tmp_path / "exp" / "experiment.json").write_text(json.dumps(
+        {"config": {"data": {"store": None, "domains": ["web", "code"]}, "executor": {"kind": "command"}}}))
+    assert run_cli("eval", str(run), "--tasks", TASK) == 2
+    err = capsys.readouterr().err
+    assert "run of your own trainer" in err and "--hf-model DIR" in err and "\n" not in err.strip()
+    assert run_cli("eval", str(tmp_path), "--tasks", TASK) == 2
+    assert "is not inside an experiment folder" in capsys.readouterr().err

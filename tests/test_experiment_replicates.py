@@ -165,3 +165,25 @@ def test_bad_replicates_are_one_line_errors(tmp_path, capsys, value, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_result_names_each_held_domains_own_reason(tmp_path, capsys):
+    """With 30% run noise, effects do not stand out: the printed result names each held domain with
+    the reason its search gave (not a blanket "not distinguishable from noise")."""
+    import yaml
+
+    path = write_config(tmp_path, "noisy")
+    config = yaml.safe_load(path.read_text())
+    command = config["executor"]["command"]
+    command[command.index("--run-noise") + 1] = "0.3"
+    path.write_text(yaml.safe_dump(config))
+    with simworld_in_process():
+        assert run_cli("run", str(path)) == 0
+    held = read_json(tmp_path / "noisy" / "summary.json")["methods"]["autoscale"]["target"]["held"]
+    assert held, "30% noise holds a domain: the line under test"
+    out = capsys.readouterr().out
+    assert f"autoscale: held at their base share: {', '.join(held)}" in out
+    reasons = [line for line in out.splitlines() if "held at its base share:" in line]
+    for d in held:
+        assert any(f"'{d}'" in line for line in reasons), (d, reasons)
+    assert all(("non-monotone" in r) or ("noise" in r) or ("another budget" in r) for r in reasons), reasons

@@ -102,8 +102,13 @@ def test_speedups_are_read_from_the_validation_record_not_recomputed(tmp_path):
     # the page shows the recorded numbers: 25.0% here, though the example curves would give another figure
     data = dataclasses.replace(example_data(), speedups=tuple(ups.values()))
     page = render_html(data, {})
-    assert '<span class="good">+25.0%</span>' in page and "800k / 700k" in page
-    assert '<span class="bad">not reached</span>' in page
+    # two seeds: the mean and its 95% t interval, not coloured, since the interval holds 0
+    assert "<td>+25.0% [-38.5%, +88.5%]</td>" in page and "800k / 700k" in page
+    assert "<td>not reached</td>" in page
+    sure = dataclasses.replace(ups["uniform"], seeds=tuple((s, dataclasses.replace(u, speedup=v)) for (s, u), v
+                                                           in zip(ups["uniform"].seeds, (0.24, 0.26), strict=True)))
+    page = render_html(dataclasses.replace(data, speedups=(sure,)), {})
+    assert '<span class="good">+25.0% [+12.3%, +37.7%]</span>' in page  # an interval above 0: green
 
 
 def test_plots_are_pngs_of_fixed_size():
@@ -146,7 +151,7 @@ def test_html_is_self_contained_and_every_image_decodes(tmp_path):
     assert '60.0% <span class="ci">(52.0-67.0)</span>' in page  # with its interval
     assert page.count("<i>held</i>") == 3  # two in the mixtures table, one in the predicted table
     assert "test report &lt;&amp;&gt;" in page  # user text is escaped
-    speedups = re.findall(r'class="good">\+(\d+\.\d)%</span>', page)  # speed-up cells, not gains
+    speedups = re.findall(r'<td>\+(\d+\.\d)%, 1 seed</td>', page)  # one seed each: no interval, no colour
     assert len(speedups) == 2
     assert not list(tmp_path.glob("report/.*"))  # no temporary files left behind
 
@@ -324,3 +329,43 @@ def test_report_of_the_intact_folder_and_deeper_problems(finished_experiment, tm
         err = capsys.readouterr().err
         assert err.startswith(f"error: {str(folder / name)!r}: ") and err.count("\n") == 1 and message in err, err
         (folder / name).write_text(original)
+
+
+def test_the_page_opens_with_the_answer_before_any_warning():
+    page = render_html(example_data(), {})
+    answer = re.search(r'<div class="answer">(.*?)</div>', page, re.S)
+    assert answer and page.index('class="answer"') < page.index('class="notes"') < page.index("<h2>")
+    text = answer.group(1)
+    # the mixture at the target, with the held domain said, then each verdict with its interval
+    assert "<b>predicted</b> at 1.6M tokens: web 60.0%, code 10.0%, books 20.0%, wiki 10.0% (held at the base: wiki)" in text
+    assert 'predicted against uniform: <span class="good">+3.1% [+1.2%, +5.0%], 3 seeds: win</span>' in text
+    assert "predicted against natural: <span class=\"\">+0.4% [-1.0%, +1.8%], 3 seeds: not distinguishable" in text
+    data = example_data()
+    unvalidated = render_html(ReportData(data.title, data.domains, data.mixtures, data.fits), {})
+    assert "Not validated at the target" in re.search(r'<div class="answer">(.*?)</div>', unvalidated, re.S).group(1)
+
+
+def test_validation_curves_show_the_seeds_range_as_a_band(monkeypatch):
+    c = curve("uniform", 0.05)
+    low, high = tuple(v - 0.3 for v in c.objective), tuple(v + 0.2 for v in c.objective)
+    banded = dataclasses.replace(c, spread=(low, high))
+    figures = drawn_figures(monkeypatch)
+    plot_validation([curve("predicted", 0.0), banded], "predicted")
+    [ax] = figures[0].axes
+    [band] = ax.collections  # one band: the predicted curve here has one seed
+    ys = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+    assert ys.min() == pytest.approx(min(low)) and ys.max() == pytest.approx(max(high))
+
+
+def test_the_plot_says_tokens_saved_and_how_much_faster_that_is(monkeypatch):
+    from autoscale.speedup import as_tokens_saved
+
+    assert as_tokens_saved(0.5) == "50% fewer tokens (2.0x faster)"  # half the tokens: twice as fast
+    assert as_tokens_saved(-0.25) == "25% more tokens (0.80x)"
+    data = example_data()
+    figures = drawn_figures(monkeypatch)
+    plot_validation(data.validation, data.featured, speedups=data.speedups)
+    [ax] = figures[0].axes
+    box = next(t.get_text() for t in ax.texts if "reaches each final value" in t.get_text())
+    u = next(u for u in data.speedups if u.baseline == "uniform")
+    assert f"vs uniform: {as_tokens_saved(u.mean)}" in box and "x faster" in box

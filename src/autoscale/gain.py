@@ -15,7 +15,7 @@ Units: gains are fractions of the baseline's final objective (0.01 = 1% lower pe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +64,19 @@ def paired_gain(baseline: str, predicted: Mapping[int, float], other: Mapping[in
               if math.isfinite(float(predicted[s])) and math.isfinite(float(other[s])) and float(other[s]) > 0]
     if not values:
         return None
-    g = np.array(values)
+    mean, interval = t_interval(values)
+    if interval is None:
+        return Gain(baseline, mean, None, 1, "not distinguishable")
+    lo, hi = interval
+    verdict = "win" if lo > 0 else "loss" if hi < 0 else "not distinguishable"
+    return Gain(baseline, mean, (lo, hi), len(values), verdict)
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
+    """The mean of ``values`` (one per seed) and its t interval at ``LEVEL``; None with one value."""
+    g = np.asarray(values, dtype=float)
     mean = float(g.mean())
     if g.size < 2:
-        return Gain(baseline, mean, None, 1, "not distinguishable")
-    se = float(g.std(ddof=1)) / math.sqrt(g.size)
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, g.size - 1)) * se
-    lo, hi = mean - half, mean + half
-    verdict = "win" if lo > 0 else "loss" if hi < 0 else "not distinguishable"
-    return Gain(baseline, mean, (lo, hi), int(g.size), verdict)
+        return mean, None
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, g.size - 1)) * float(g.std(ddof=1)) / math.sqrt(g.size)
+    return mean, (mean - half, mean + half)

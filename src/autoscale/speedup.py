@@ -124,6 +124,15 @@ def smooth(tokens: Sequence[float], values: Sequence[float], weight: float) -> n
     return out
 
 
+def as_tokens_saved(speedup: float) -> str:
+    """A speed-up in words that cannot be misread: ``0.5`` -> "50% fewer tokens (2.0x faster)", since
+    saving half the tokens is twice as fast, not 1.5x; ``-0.25`` -> "25% more tokens (0.80x)"."""
+    factor = 1.0 / (1.0 - speedup) if speedup < 1 else math.inf
+    if speedup >= 0:
+        return f"{speedup:.0%} fewer tokens ({factor:.1f}x faster)"
+    return f"{-speedup:.0%} more tokens ({factor:.2f}x)"
+
+
 def describe_smoothing(weight: float) -> str:
     if weight == 0:
         return "none (curves as measured)"

@@ -75,28 +75,43 @@ def train(mixture_path, budget, out, config_path, store_path, seed, device, quie
 
 
 @click.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--tasks", required=True, help="Comma-separated lm-eval tasks: autoscale's local ones (autoscale_wordcloze) "
-              "or standard tasks whose datasets are in the Hugging Face cache.")
+@click.argument("run_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--tasks", required=True, help="Comma-separated lm-eval tasks: autoscale's local ones (autoscale_wordcloze), "
+              "your own (--include-path) or standard tasks whose datasets are in the Hugging Face cache.")
+@click.option("--include-path", type=click.Path(), default=None,
+              help="A folder of your own lm-eval task YAMLs (lm-eval's --include_path).")
+@click.option("--hf-model", type=click.Path(), default=None,
+              help="Score a Hugging Face causal LM folder (save_pretrained, with its tokenizer) instead of a run.")
 @click.option("--num-fewshot", type=click.IntRange(min=0), default=0, show_default=True, help="Few-shot examples.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N documents per task.")
 @click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
               help="The run's token store (its tokenizer); default: the experiment's, for a run inside one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, tasks, num_fewshot, limit, store_path, as_json):
-    """Score a finished run's kept weights on downstream tasks through lm-evaluation-harness
-    (cached in RUN_DIR/downstream/, keyed by run, tasks, few-shot count, limit and harness version)."""
+def evaluate(run_dir, tasks, include_path, hf_model, num_fewshot, limit, store_path, as_json):
+    """Score a finished run's kept weights (RUN_DIR), or a Hugging Face model folder (--hf-model), on
+    downstream tasks through lm-evaluation-harness (cached in the folder's downstream/, keyed by the
+    weights, the tasks' definitions, the few-shot count, the limit and the harness version)."""
     import json
 
-    from autoscale.data.store import TokenStore
-    from autoscale.train.downstream import evaluate_run
+    from autoscale.train.downstream import evaluate_hf_model, evaluate_run
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise AutoscaleError(f"run folder {run_dir!r} does not exist")
-    store = TokenStore.open(store_path or _experiment_store(run))
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    result = evaluate_run(run, store, names, num_fewshot=num_fewshot, limit=limit)
+    if (run_dir is None) == (hf_model is None):
+        raise click.UsageError("give a run folder (RUN_DIR) or --hf-model DIR: one of the two")
+    if hf_model is not None:
+        if store_path is not None:
+            raise click.UsageError("--store is for a run of autoscale's trainer: an --hf-model folder has its tokenizer")
+        if not Path(hf_model).is_dir():
+            raise AutoscaleError(f"model folder {hf_model!r} does not exist")
+        result = evaluate_hf_model(hf_model, names, num_fewshot=num_fewshot, limit=limit, include_path=include_path)
+    else:
+        from autoscale.data.store import TokenStore
+
+        run = Path(run_dir)
+        if not run.is_dir():
+            raise AutoscaleError(f"run folder {run_dir!r} does not exist")
+        store = TokenStore.open(store_path or _experiment_store(run))
+        result = evaluate_run(run, store, names, num_fewshot=num_fewshot, limit=limit, include_path=include_path)
     if "note" in result:
         click.echo(f"note: {result['note']}", err=True)
     if as_json:
@@ -115,8 +130,11 @@ def _experiment_store(run: Path) -> str:
     folder = ExperimentFolder(run.resolve().parent.parent)
     record = folder.read_json(folder.experiment)
     store = ((record or {}).get("config") or {}).get("data", {}).get("store")
-    if not store:
+    if record is None:
         raise AutoscaleError(f"{run} is not inside an experiment folder: give its token store with --store")
+    if not store:  # an experiment of the user's trainer: its runs hold no weights of ours
+        raise AutoscaleError(f"{run} is a run of your own trainer (an experiment without a token store): score the "
+                             "model it saved with --hf-model DIR")
     return str(store)
 
 

@@ -164,6 +164,8 @@ class DownstreamConfig(_Strict):
     tasks: list[str] = Field(min_length=1, description="autoscale's local tasks or cached standard lm-eval tasks")
     num_fewshot: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1, description="score only the first N documents of each task")
+    include_path: Path | None = Field(None, description="a folder of your own lm-eval task YAMLs (lm-eval's "
+                                      "--include_path); relative to the config file")
 
 
 class TargetConfig(_Strict):
@@ -304,7 +306,8 @@ class _Experiment(_Strict):
         if self.target.downstream is not None:
             if self.executor.kind == "command":
                 raise ValueError("target.downstream evaluates the weights autoscale's trainer keeps, not executor "
-                                 "kind 'command' (score your own checkpoints with lm-eval directly)")
+                                 "kind 'command': score the models your trainer saves with "
+                                 "`autoscale eval --hf-model DIR --tasks ...`")
             if not self.target.validate_:
                 raise ValueError("target.downstream evaluates the validation runs: set target.validate: true")
         others = [m for m in self.methods if not METHODS[m].default_target]
@@ -448,11 +451,15 @@ def resolve_paths(config: ExperimentConfig, path: Path) -> ExperimentConfig:
         update={"store": absolute(config.data.store), "sources": absolute(config.data.sources)}
     )
     output = absolute(config.output) or base / path.stem
+    target = config.target
+    if target.downstream is not None and target.downstream.include_path is not None:
+        downstream = target.downstream.model_copy(update={"include_path": absolute(target.downstream.include_path)})
+        target = target.model_copy(update={"downstream": downstream})
     executor = config.executor
     if executor.kind == "command":
         executor = executor.model_copy(update={"cwd": absolute(executor.cwd) or base})
     return config.model_copy(
-        update={"data": data, "output": output, "executor": executor, "name": config.name or path.stem}
+        update={"data": data, "output": output, "executor": executor, "target": target, "name": config.name or path.stem}
     )
 
 

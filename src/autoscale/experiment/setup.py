@@ -89,7 +89,7 @@ def setup_experiment(config: ExperimentConfig, say: Callable[[str], None]) -> Se
         from autoscale.train.harness import require_harness
 
         require_harness()
-        check_tasks(config.target.downstream.tasks)
+        check_tasks(config.target.downstream.tasks, config.target.downstream.include_path)
     objective = Objective(config.objective.metric, config.objective.weights)
     named = tuple(config.objective.weights or ())
     validation = named if any(d not in domains for d in named) else ()

@@ -166,7 +166,7 @@ def downstream(sched: Scheduler, jobs: Mapping[tuple[str, int], RunJob]) -> dict
         record = sched.store.get(job.key)
         if record is None or record.status != "completed":
             continue
-        result = evaluate_run(job.run_dir, store, cfg.tasks, cfg.num_fewshot, cfg.limit)
+        result = evaluate_run(job.run_dir, store, cfg.tasks, cfg.num_fewshot, cfg.limit, cfg.include_path)
         sched.report(Note(f"downstream: {job.label}: average {result['average']:.3f}"
                          + (" (cached)" if result["cached"] else "") + (f"; {result['note']}" if "note" in result else "")))
         runs.setdefault(name, []).append({"seed": seed, **{k: v for k, v in result.items() if k not in ("cached", "note")}})

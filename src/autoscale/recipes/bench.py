@@ -112,7 +112,7 @@ QUICK_BENCH = BenchPlan(
     proxy=dataclasses.replace(QUICK, name="bench-quick", domains=("web", "code", "books"), objective=None,
                               budgets=(1_500, 6_000), target=24_000,
                               model={**_BYTES_L2, "seq_len": 32}, eval={"points": 8, "max_tokens": 1024},
-                              seeds=(100, 101), bootstrap=50),
+                              seeds=(100, 101), bootstrap=25),
     searches=2,
     law_starts=1,  # each start of the law's fit costs seconds; the quick run checks the path, not the fit
 )

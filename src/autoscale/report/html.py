@@ -18,6 +18,7 @@ import numpy as np
 from autoscale.atomic import write_bytes_atomic
 from autoscale.baselines import BASELINES
 from autoscale.errors import AutoscaleError
+from autoscale.gain import t_interval
 from autoscale.report.plots import (
     plot_fits,
     plot_methods,
@@ -25,7 +26,7 @@ from autoscale.report.plots import (
     plot_weight_intervals,
     plot_weights_vs_budget,
 )
-from autoscale.report.results import ReportData
+from autoscale.report.results import RecordedSpeedUp, ReportData
 from autoscale.tokens import format_tokens
 
 #: file name -> caption, in page order
@@ -58,6 +59,7 @@ th { background: #f3f3f3; } td.name, th.name { text-align: left; }
 tr.featured td { font-weight: 600; background: #fff8e1; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85rem; color: #555; margin-top: 0.3rem; }
+.answer { font-size: 1.05rem; background: #eef4ff; padding: 0.5rem 0.8rem; margin-bottom: 0.6rem; }
 .notes { font-size: 0.85rem; color: #7a4b00; background: #fff8e1; padding: 0.4rem 0.8rem; }
 .good { color: #1b7e2f; } .bad { color: #b3261e; }
 """
@@ -157,15 +159,15 @@ def _validation_table(data: ReportData) -> str:
         elif u is None:
             up_text = "-"
         elif u.mean is None:
-            up_text = '<span class="bad">not reached</span>'
+            up_text = "not reached"
         else:
-            up_text = f'<span class="{"good" if u.mean > 0 else "bad"}">{u.mean:+.1%}</span>'
+            up_text = _speedup_cell(u)
         need = _e(need)
         trained = format_tokens(c.tokens[-1]) if c.tokens else "-"
         rows.append([_e(c.name), f"{c.final:.4f}", _e(trained), need, up_text, _gain_cell(data.gains.get(c.name))])
         classes.append("featured" if c.name == data.featured else "")
     header = ["mixture", f"final {data.objective_label}", "tokens trained",
-              f"tokens {data.featured} needs to match (per seed)", f"speed-up of {data.featured} (mean over seeds)",
+              f"tokens {data.featured} needs to match (per seed)", f"speed-up of {data.featured} (mean over seeds [95% CI], coloured when the CI leaves out 0)",
               f"gain of {data.featured} (95% CI over seeds): verdict"]
     from autoscale.speedup import describe_smoothing
 
@@ -205,6 +207,18 @@ def _downstream_table(data: ReportData) -> str:
             "error over seeds, or the harness's own with one seed). autoscale's local tasks (autoscale_*) are a "
             "smoke test of the evaluation path, not a measure of downstream ability.</p>")
     return _table(["mixture", *[_e(t) for t in tasks], "average", "seeds"], rows, classes) + note
+
+
+def _speedup_cell(u: RecordedSpeedUp) -> str:
+    """``+25.0% [-38.5%, +88.5%]``: the mean over seeds and its 95% t interval (none with one seed),
+    coloured only when the interval leaves out zero: a speed-up no surer than the noise is not green."""
+    values = [s.speedup for _, s in u.seeds if s.speedup is not None]
+    interval = t_interval(values)[1] if len(values) == len(u.seeds) and len(values) > 1 else None
+    if interval is None:
+        return f"{u.mean:+.1%}" + (", 1 seed" if len(u.seeds) == 1 else "")
+    cls = "good" if interval[0] > 0 else "bad" if interval[1] < 0 else ""
+    text = f"{u.mean:+.1%} [{interval[0]:+.1%}, {interval[1]:+.1%}]"
+    return f'<span class="{cls}">{text}</span>' if cls else text
 
 
 def _gain_cell(g) -> str:
@@ -284,6 +298,25 @@ def _fits_table(data: ReportData) -> str:
                       "base tokens (x = 1)", "chosen amount (x)", "chosen tokens"], rows))
 
 
+def _answer(data: ReportData) -> str:
+    """The page's first lines: each method's mixture at the target, then each comparison's verdict
+    with its interval (what the rest of the page supports)."""
+    lines = []
+    for m in [w for w in data.mixtures if not w.measured]:
+        held = f" (held at the base: {', '.join(m.held)})" if m.held else ""
+        lines.append(f"<b>{_e(m.label)}</b> at {_e(format_tokens(m.budget))} tokens: "
+                     + ", ".join(f"{_e(d)} {m.weights[d]:.1%}" for d in data.domains if d in m.weights) + _e(held))
+    for name, g in data.gains.items():
+        if g:
+            lines.append(f"{_e(data.featured)} against {_e(name)}: {_gain_cell(g)}")
+    for m in data.methods:
+        if m.gain and m.mixture != data.featured:
+            lines.append(f"{_e(m.mixture)} against {_e(m.gain.get('baseline', 'uniform'))}: {_gain_cell(m.gain)}")
+    if not data.gains and not any(m.gain for m in data.methods):
+        lines.append("Not validated at the target (target.validate: false): no verdict.")
+    return '<div class="answer">' + "<br>".join(lines) + "</div>"
+
+
 def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
     """The report page for ``data`` with ``images`` (file name -> PNG bytes) embedded inline."""
     parts = [
@@ -294,8 +327,10 @@ def render_html(data: ReportData, images: Mapping[str, bytes]) -> str:
         "<p>AutoScale (arXiv 2407.20177): DDO finds the optimal mixture at small budgets, the AutoScale law "
         "extrapolates it to the target budget, and validation trains the target model on each mixture.</p>",
     ]
+    parts.append(_answer(data))
     if data.notes:
-        parts.append('<div class="notes">' + "<br>".join(_e(n) for n in data.notes) + "</div>")
+        parts.append('<div class="notes"><b>Notes and warnings</b><br>' + "<br>".join(_e(n) for n in data.notes)
+                     + "</div>")
     if data.facts:
         parts.append(_table(["setting", "value"], [[_e(k), _e(v)] for k, v in data.facts.items()]))
     if data.methods:

@@ -93,7 +93,9 @@ def _curves(validation: ValidationRecord) -> tuple[tuple[ValidationCurve, ...], 
                            "tokens_per_domain": done[0].tokens_per_domain},
                           budget=None if mixture is None else mixture.budget)
         same = [e for e in done if e.curve and len(e.curve.objective) == len(grid.objective)]
-        y = np.mean([e.curve.objective for e in same if e.curve], axis=0)
+        ys = np.array([e.curve.objective for e in same if e.curve], dtype=float)
+        y = ys.mean(axis=0)
+        spread = (tuple(map(float, ys.min(axis=0))), tuple(map(float, ys.max(axis=0)))) if len(ys) > 1 else ()
         finals = [e.final_objective for e in same if e.final_objective is not None]
         final = float(np.mean(finals)) if finals else float(y[-1])
         seed = same[0].seed if len(same) == 1 else None
@@ -102,7 +104,7 @@ def _curves(validation: ValidationRecord) -> tuple[tuple[ValidationCurve, ...], 
         domains = list(dict.fromkeys(d for f in per_domain for d in f))
         domain_finals = {d: float(np.mean([f[d] for f in per_domain if d in f])) for d in domains}
         curves.append(ValidationCurve(name, tuple(map(float, xs)), tuple(map(float, y)), final,
-                                      {} if mixture is None else mixture.weights, seed, domain_finals))
+                                      {} if mixture is None else mixture.weights, seed, domain_finals, spread))
         if len(same) > 1:
             notes.append(f"validation curve of {name!r}: mean over {len(same)} seeds")
     return tuple(curves), notes

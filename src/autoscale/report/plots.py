@@ -26,6 +26,7 @@ from autoscale.report.results import (
     WeightsAtBudget,
     validation_line,
 )
+from autoscale.speedup import as_tokens_saved
 from autoscale.tokens import format_tokens
 
 DPI = 110
@@ -242,8 +243,8 @@ def plot_validation(
 ) -> bytes:
     """Validation objective vs training tokens for every mixture at the target budget.
 
-    Markers are the measured points (mean over seeds); lines are the curves smoothed as the speed-ups
-    see them (`autoscale.speedup.smooth` with weight ``smoothing``; 0: through the points).
+    Markers are the measured points (mean over seeds), bands the seeds' range; lines are the curves
+    smoothed as the speed-ups see them (`autoscale.speedup.smooth` with weight ``smoothing``; 0: through the points).
     The evaluation before training is a marker only (usually above the zoomed axis, then noted). The
     legend's "final" is the measured final objective. ``speedups`` are the pipeline's (per seed, from
     validation.json): for each baseline a dashed horizontal line marks its final smoothed objective
@@ -269,6 +270,9 @@ def plot_validation(
                 label=f"{c.name} (final {c.final:.4g})", zorder=4 if is_pred else 2)
         ax.plot(c.tokens, c.objective, linestyle="none", marker="D" if is_pred else "o", ms=4.5 if is_pred else 4,
                 color=colors[c.name], markeredgecolor="white", markeredgewidth=0.6, zorder=5 if is_pred else 3)
+        if c.spread:  # the seeds' range at each measured point
+            ax.fill_between(c.tokens, c.spread[0], c.spread[1], color=colors[c.name], alpha=0.15, lw=0,
+                            zorder=1, label=f"_{c.name} seeds")
     by_name = {c.name: c for c in curves}
     ups = [u for u in speedups if u.baseline in by_name] if pred is not None else []
     for u in ups:
@@ -281,9 +285,9 @@ def plot_validation(
             ax.plot([reach], [level], marker="*", ms=13, color=colors[c.name], markeredgecolor="black", zorder=6)
     # the speed-ups go in a box in the corner so they never overlap the curves' ends
     if ups:
-        lines = [f"vs {u.baseline}: " + (f"{u.mean:+.0%} tokens saved" if u.mean is not None else "not reached")
+        lines = [f"vs {u.baseline}: " + (as_tokens_saved(u.mean) if u.mean is not None else "not reached")
                  for u in ups]
-        ax.text(0.99, 0.98, "speed-up of " + predicted + "\n" + "\n".join(lines), transform=ax.transAxes,
+        ax.text(0.99, 0.98, f"{predicted} reaches each final value with\n" + "\n".join(lines), transform=ax.transAxes,
                 ha="right", va="top", fontsize=8.5, family="monospace",
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})
     # zoom on the part of the curves where the mixtures differ, not the first steep steps
@@ -305,8 +309,9 @@ def plot_validation(
     _token_axis(ax)
     ax.set_xlabel("training tokens")
     ax.set_ylabel(objective_label)
-    how = "lines smoothed, " if smoothing > 0 else ""
-    ax.set_title(f"Validation at the target budget (points measured, {how}stars: the predicted mixture "
+    how = ("lines smoothed, " if smoothing > 0 else "") + ("bands: the seeds' range, " if any(c.spread for c in curves)
+                                                          else "")
+    ax.set_title(f"Validation at the target budget\n(points: mean over seeds, {how}stars: the predicted mixture "
                  "reaches a baseline's final value)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8.5, frameon=True)

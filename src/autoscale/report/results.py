@@ -28,7 +28,7 @@ class WeightsAtBudget:
         weights: domain -> weight (sum 1).
         measured: True for a DDO optimum found by training (measured), False for an extrapolation.
         intervals: domain -> (low, high) 95% bootstrap interval on its weight (empty: none).
-        held: domains held at their base share (their effects did not stand out from the noise).
+        held: domains held at their base share (the search's warnings give each one's reason).
     """
 
     label: str
@@ -76,7 +76,8 @@ class ValidationCurve:
     ``tokens``: training tokens seen at each point (increasing; 0 for the evaluation before
     training); ``objective``: the validation objective there (lower is better). ``final`` is the
     measured objective at the end of training (mean over seeds). ``domain_finals``: validation
-    domain -> final perplexity (mean over seeds), when known.
+    domain -> final perplexity (mean over seeds), when known. ``spread``: (lowest, highest) objective
+    over the seeds at each point; empty with one seed.
     """
 
     name: str
@@ -86,6 +87,7 @@ class ValidationCurve:
     weights: Mapping[str, float] = field(default_factory=dict)
     seed: int | None = None
     domain_finals: Mapping[str, float] = field(default_factory=dict)
+    spread: tuple[tuple[float, ...], tuple[float, ...]] | tuple[()] = ()
 
 
 @dataclass(frozen=True)

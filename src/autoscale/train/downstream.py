@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,17 @@ def local_tasks() -> dict[str, Path]:
     return {p.name[: -len(".jsonl")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jsonl")}
 
 
-def check_tasks(tasks: Sequence[str]) -> None:
+def check_tasks(tasks: Sequence[str], include_path: str | Path | None = None) -> None:
     """Refuse, in a second and before anything trains or loads, a task no one defines: not one of
-    ours, and its name in no task file of lm-eval (a text search: lm-eval's own index, which takes
-    seconds to build, decides the rest when the run is scored)."""
+    ours, not in a task YAML under ``include_path`` (the user's tasks, as lm-eval's
+    ``--include_path``), and its name in no task file of lm-eval (a text search: lm-eval's own
+    index, which takes seconds to build, decides the rest when the run is scored)."""
     import importlib.util
 
     if not tasks or any(not isinstance(t, str) or not t.strip() for t in tasks):
         raise AutoscaleError("name at least one task, each a non-empty name (--tasks)")
     local = local_tasks()
-    missing = {t for t in tasks if t not in local}
+    missing = {t for t in tasks if t not in local} - set(user_tasks(tasks, include_path))
     try:
         spec = importlib.util.find_spec("lm_eval")
     except (ImportError, ValueError):
@@ -56,8 +57,61 @@ def check_tasks(tasks: Sequence[str]) -> None:
             if not missing:
                 return
     if missing:
-        raise AutoscaleError(f"unknown task {sorted(missing)[0]!r} (autoscale's local tasks: {', '.join(local)}; "
-                             "or a standard lm-eval task whose dataset is in the Hugging Face cache)")
+        raise AutoscaleError(f"unknown task {sorted(missing)[0]!r} ({_known(local, include_path)})")
+
+
+def _known(local: Mapping[str, Path], include_path: str | Path | None) -> str:
+    where = f"; task YAMLs under {include_path}" if include_path is not None else "; or --include-path DIR"
+    return (f"autoscale's local tasks: {', '.join(local)}{where}; or a standard lm-eval task whose dataset is in "
+            "the Hugging Face cache")
+
+
+def _task_files(include_path: str | Path) -> list[Path]:
+    folder = Path(include_path)
+    if not folder.is_dir():
+        raise AutoscaleError(f"task folder {str(include_path)!r} does not exist (--include-path)")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+
+def user_tasks(tasks: Sequence[str], include_path: str | Path | None) -> dict[str, str]:
+    """The ``tasks`` defined under ``include_path``: name -> a hash of the folder's task YAMLs and of
+    every file they name (their data), so that an edited task or its data is scored again."""
+    if include_path is None:
+        return {}
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # lm-eval's YAMLs may hold `!function module.name`: not needed here
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    digest, defined = hashlib.sha256(), set()
+    for path in _task_files(include_path):
+        text = path.read_bytes()
+        try:
+            doc = yaml.load(text.decode("utf-8"), Loader=Loader)
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise AutoscaleError(f"task file {path} is not readable YAML: {str(exc).splitlines()[0]}") from None
+        if isinstance(doc, dict) and isinstance(doc.get("task"), str):
+            defined.add(doc["task"])
+        digest.update(path.name.encode() + b"\0" + text + b"\0")
+        for named in _files_named(doc, path.parent):
+            digest.update(named.read_bytes() + b"\0")
+    return {t: f"include:{digest.hexdigest()[:16]}" for t in tasks if t in defined}
+
+
+def _files_named(doc: Any, folder: Path) -> list[Path]:
+    """Files a task YAML names (its data files), as given, or relative to the working directory or
+    to the YAML's folder."""
+    if isinstance(doc, dict):
+        return [f for v in doc.values() for f in _files_named(v, folder)]
+    if isinstance(doc, list):
+        return [f for v in doc for f in _files_named(v, folder)]
+    if isinstance(doc, str) and "\n" not in doc and "\0" not in doc and len(doc) < 4096:
+        try:
+            return next(([p] for p in (Path(doc), folder / doc) if p.is_file()), [])
+        except OSError:  # a string that is no path (too long a name, say)
+            return []
+    return []
 
 
 def _task_yaml(name: str, data: Path, cache: Path | None = None) -> str:
@@ -75,42 +129,81 @@ def _task_yaml(name: str, data: Path, cache: Path | None = None) -> str:
     }, indent=1)
 
 
-def task_identity(tasks: Sequence[str]) -> dict[str, str]:
-    """Each task's definition hash: a local task's YAML and data bytes, a standard task's name."""
+def task_identity(tasks: Sequence[str], include_path: str | Path | None = None) -> dict[str, str]:
+    """Each task's definition hash: a local task's YAML and data bytes, a user task's folder
+    (`user_tasks`), a standard task's name."""
     local = local_tasks()
+    user = user_tasks(tasks, include_path)
     out = {}
     for t in tasks:
         if t in local:
             out[t] = hashlib.sha256(_task_yaml(t, Path("data")).encode() + local[t].read_bytes()).hexdigest()[:16]
         else:
-            out[t] = f"lm_eval:{t}"
+            out[t] = user.get(t, f"lm_eval:{t}")
     return out
 
 
 def evaluate_run(run_dir: str | Path, store: Any, tasks: Sequence[str], num_fewshot: int = 0,
-                 limit: int | None = None) -> dict[str, Any]:
+                 limit: int | None = None, include_path: str | Path | None = None) -> dict[str, Any]:
     """{"tasks": {task: {"metric", "value", "stderr"}}, "average", "cached", "key"} for one run, and a
-    "note" when a damaged cached score was replaced."""
-    check_tasks(tasks)  # in a second, before the harness (seconds to import) and the checkpoint load
+    "note" when a damaged cached score was replaced. ``include_path``: a folder of the user's task YAMLs."""
+    check_tasks(tasks, include_path)  # in a second, before the harness (seconds to import) and the checkpoint load
     from autoscale.train.harness import kept_weights, require_harness
 
     require_harness()
-    import lm_eval
-
     run_dir = Path(run_dir)
     state = kept_weights(run_dir)
+
+    def model() -> Any:
+        from autoscale.train.harness import ProxyHarnessLM
+
+        return ProxyHarnessLM.from_run(run_dir, store, state)  # the checkpoint is read once
+
+    return _scored(run_dir, {"run": state.get("fingerprint")}, model, tasks, num_fewshot, limit, include_path)
+
+
+def evaluate_hf_model(model_dir: str | Path, tasks: Sequence[str], num_fewshot: int = 0, limit: int | None = None,
+                      include_path: str | Path | None = None) -> dict[str, Any]:
+    """`evaluate_run` for a Hugging Face causal LM saved with ``save_pretrained`` (its weights, config
+    and fast tokenizer in ``model_dir``), scored on the CPU by the adapter that scores our runs
+    (`autoscale.train.harness`); cached in ``model_dir/downstream/``, keyed by the folder's content."""
+    check_tasks(tasks, include_path)
+    from autoscale.train.harness import require_harness
+
+    require_harness()
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise AutoscaleError(f"{model_dir} is not a Hugging Face model folder (no config.json; save it with "
+                             "save_pretrained, with its tokenizer)")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and DOWNSTREAM not in p.relative_to(folder).parts):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+    def model() -> Any:
+        from autoscale.train.harness import ProxyHarnessLM
+
+        return ProxyHarnessLM.from_hf_folder(folder)
+
+    return _scored(folder, {"hf_model": digest.hexdigest()}, model, tasks, num_fewshot, limit, include_path)
+
+
+def _scored(folder: Path, identity: Mapping[str, Any], model: Callable[[], Any], tasks: Sequence[str],
+            num_fewshot: int, limit: int | None, include_path: str | Path | None) -> dict[str, Any]:
+    """The score of ``model()`` from ``folder/downstream/<key>.json``, or computed and written there."""
+    import lm_eval
+
     key = hashlib.sha256(json.dumps({
-        "run": state.get("fingerprint"), "tasks": task_identity(tasks), "num_fewshot": num_fewshot, "limit": limit,
+        **identity, "tasks": task_identity(tasks, include_path), "num_fewshot": num_fewshot, "limit": limit,
         "harness": lm_eval.__version__,
     }, sort_keys=True).encode()).hexdigest()[:16]
-    path = run_dir / DOWNSTREAM / f"{key}.json"
+    path = folder / DOWNSTREAM / f"{key}.json"
     note = {}
     if path.exists():
         cached = _cached(path)
         if cached is not None:
             return cached | {"cached": True}
         note = {"note": f"the cached score {path.name} was damaged: the run was scored again"}
-    result = _evaluate(run_dir, state, store, list(tasks), num_fewshot, limit) | {"key": key}
+    result = _evaluate(model, list(tasks), num_fewshot, limit, include_path) | {"key": key}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=1) + "\n")
     return result | {"cached": False} | note
@@ -126,20 +219,19 @@ def _cached(path: Path) -> dict[str, Any] | None:
     return data if ok else None
 
 
-def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[str], num_fewshot: int,
-              limit: int | None) -> dict[str, Any]:
+def _evaluate(model: Callable[[], Any], tasks: list[str], num_fewshot: int, limit: int | None,
+              include_path: str | Path | None) -> dict[str, Any]:
     from unittest import mock
 
     from lm_eval import evaluator as lm_evaluator
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from autoscale.train.harness import ProxyHarnessLM
-
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # offline by design: never fetch a dataset
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     local = local_tasks()
-    model = ProxyHarnessLM.from_run(run_dir, store, state)  # the checkpoint is read once
+    user = user_tasks(tasks, include_path)
+    lm = model()
     # named by our pid: removed on any exit but a kill, and then by the next scoring
     with scratch_folder(TASKS_PREFIX) as folder:
         for t in tasks:
@@ -147,17 +239,17 @@ def _evaluate(run_dir: Path, state: Mapping[str, Any], store: Any, tasks: list[s
                 Path(folder, f"{t}.yaml").write_text(_task_yaml(t, local[t], Path(folder) / "datasets"),
                                                      encoding="utf-8")
         # indexing lm-eval's thousands of built-in tasks takes seconds: only when one is asked for
-        manager = TaskManager(include_path=folder, include_defaults=not set(tasks) <= set(local))
+        paths = [folder] if include_path is None else [folder, str(Path(include_path).resolve())]
+        manager = TaskManager(include_path=paths, include_defaults=not set(tasks) <= set(local) | set(user))
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
-            raise AutoscaleError(f"unknown task {unknown[0]!r} (autoscale's local tasks: {', '.join(local)}; or a "
-                                 "standard lm-eval task whose dataset is in the Hugging Face cache)")
+            raise AutoscaleError(f"unknown task {unknown[0]!r} ({_known(local, include_path)})")
         # lm-eval records the git commit of the working directory with `git describe`, whose "fatal: not
         # a git repository" would reach our output: that commit is not the run's, so it is not asked for
         with warnings.catch_warnings(), mock.patch.object(lm_evaluator, "get_git_commit_hash", lambda: None):
             warnings.simplefilter("ignore")
             try:
-                out = simple_evaluate(model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
+                out = simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
                                       task_manager=manager, log_samples=False, bootstrap_iters=1000)
             except (ConnectionError, OSError) as exc:
                 raise AutoscaleError(f"a task's dataset is not available offline ({type(exc).__name__}: "

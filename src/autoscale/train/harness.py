@@ -80,6 +80,29 @@ class ProxyHarnessLM(LM):  # type: ignore[misc,valid-type]
                                  f"({str(exc).splitlines()[0][:160]}); delete the run folder to train it again") from None
         return cls(model, store.tokenizer(), int(store.eot_id), config.context or config.seq_len)
 
+    @classmethod
+    def from_hf_folder(cls, folder: str | Path) -> ProxyHarnessLM:
+        """A Hugging Face causal LM saved with ``save_pretrained`` (weights, config and a fast
+        tokenizer in ``folder``), scored the same way as our runs."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from autoscale.train.models import HFModel
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise AutoscaleError(f"{folder}: not loadable as a causal LM with its tokenizer "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        eot = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+        if backend is None or eot is None:
+            raise AutoscaleError(f"{folder}: its tokenizer needs to be a fast one (tokenizer.json) with an end-of-text "
+                                 "(eos) token")
+        cfg = model.config
+        context = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 2048
+        return cls(HFModel(model, "causal", int(cfg.vocab_size)), backend, int(eot), int(context))
+
     # --- the harness's interface ------------------------------------------------------------------
 
     def loglikelihood(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -375,7 +375,10 @@ class _Run:
                 if not self.record_eval():
                     self.diverged_at = self.step
                     return
-                self.checkpoint()
+                # at the last step only a kept checkpoint is worth its write: metrics.json comes next,
+                # and a run killed before it resumes from the previous one to the same numbers
+                if self.step < self.total or self.config.train.keep_checkpoint:
+                    self.checkpoint()
             elif every and self.step % every == 0:
                 self.checkpoint()
             if progress is not None and self.rt.rank == 0:
