@@ -132,6 +132,11 @@ def test_external_trainer_through_the_pipeline_with_one_malformed_metrics_json(s
     assert run_cli("status", str(directory)) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "web-x0.5" in out
+    # the report's settings describe the trainer that ran: the command and its id, not our proxy
+    assert run_cli("report", str(directory)) == 0
+    page = (directory / "report" / "report.html").read_text()
+    assert "your command: " in page and "trainer.py {store} {mixture_json}" in page and "bigram-v1" in page
+    assert "proxy model" not in page
 
     # The user fixes the trainer and reruns: the failed run is trained again and the fit uses it;
     # the new DDO optimum moves the target, so the predicted mixture gets a new validation run.
@@ -309,3 +314,16 @@ def test_the_python_placeholder_is_the_python_that_runs_autoscale(tmp_path):
     assert executor.argv(job)[0] == sys.executable
     [outcome] = executor.execute([job], lambda j: None, lambda p: None)
     assert outcome.status == "completed", outcome.error
+
+
+def test_natural_without_a_store_tells_the_users_trainer_what_to_do(tmp_path, capsys):
+    """target.compare defaults to uniform, natural and ddo; natural needs the store's token shares."""
+    config = {"data": {"domains": DOMAINS}, "ddo": {"budgets": [8000, 16000]},
+              "target": {"budget": 32000, "validate": True},
+              "executor": {"kind": "command", "command": ["{python}", "trainer.py", "{run_dir}"]}}
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli("run", str(path), "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert "'natural' mixture needs data.store" in err and "target.compare: [uniform, ddo]" in err
+    assert "\n" not in err and not (tmp_path / "own").exists()

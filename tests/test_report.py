@@ -149,7 +149,8 @@ def test_html_is_self_contained_and_every_image_decodes(tmp_path):
     assert '<span class="good">+3.1% [+1.2%, +5.0%], 3 seeds: win</span>' in page  # gain with its verdict
     assert "+0.4% [-1.0%, +1.8%], 3 seeds: not distinguishable" in page
     assert '60.0% <span class="ci">(52.0-67.0)</span>' in page  # with its interval
-    assert page.count("<i>held</i>") == 3  # two in the mixtures table, one in the predicted table
+    assert page.count(">held</i>") == 3  # two in the mixtures table, one in the predicted table
+    assert ">forced</i>" not in page  # three domains stay free
     assert "test report &lt;&amp;&gt;" in page  # user text is escaped
     speedups = re.findall(r'<td>\+(\d+\.\d)%, 1 seed</td>', page)  # one seed each: no interval, no colour
     assert len(speedups) == 2
@@ -369,3 +370,24 @@ def test_the_plot_says_tokens_saved_and_how_much_faster_that_is(monkeypatch):
     box = next(t.get_text() for t in ax.texts if "reaches each final value" in t.get_text())
     u = next(u for u in data.speedups if u.baseline == "uniform")
     assert f"vs uniform: {as_tokens_saved(u.mean)}" in box and "x faster" in box
+
+
+def test_the_one_domain_left_free_by_holds_is_marked_forced():
+    data = example_data()
+    w = dict(zip(DOMAINS, (0.25, 0.25, 0.25, 0.25), strict=True))
+    forced = WeightsAtBudget("predicted", 1.6e6, w, measured=False, intervals={d: (0.25, 0.25) for d in DOMAINS},
+                             held=DOMAINS[1:])
+    page = render_html(dataclasses.replace(data, mixtures=(forced,)), {})
+    assert page.count(">held</i>") == 3 * 2 and page.count(">forced</i>") == 2  # both weight tables
+    assert '25.0% <span class="ci">(25.0-25.0)</span> <i title="the other domains are held' in page
+
+
+def test_the_fit_plot_marks_a_domain_held_at_a_budget(monkeypatch):
+    data = example_data()
+    figures = drawn_figures(monkeypatch)
+    plot_fits(data.fits, data.domains, {"400k": ("wiki",)})
+    titles = {ax.get_title(): ax for ax in figures[0].axes if ax.get_visible()}
+    assert "wiki (held at 400k)" in titles and "web" in titles
+    lines = {ln.get_label(): ln.get_linestyle() for ln in titles["wiki (held at 400k)"].get_lines()
+             if not ln.get_label().startswith("_")}
+    assert lines["400k (held)"] == "--" and lines["100k"] == "-"

@@ -334,7 +334,9 @@ class _Experiment(_Strict):
                                  "not executor kind 'command'")
         if self.data.store is None:
             if "natural" in self.bases or (self.target.validate_ and "natural" in self.comparisons):
-                raise ValueError("the 'natural' mixture needs data.store (the store's token shares)")
+                hint = ("; with your own trainer, compare without it (target.compare: [uniform, ddo]) or give a "
+                        "store of your corpus (`autoscale data prepare`) as data.store") if self.executor.kind == "command" else ""
+                raise ValueError(f"the 'natural' mixture needs data.store (the store's token shares){hint}")
             for name, settings in self.method_settings.items():
                 if getattr(settings, "max_epochs", None) is not None:
                     raise ValueError(f"{METHODS[name].section}.max_epochs needs data.store (unique tokens per domain)")

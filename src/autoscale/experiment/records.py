@@ -121,6 +121,7 @@ class ConfigPart(Part):
     methods: list[str] | None = None
     proxy: dict[str, Any] | None = None
     ddo: SearchSettings | None = None
+    executor: dict[str, Any] | None = None
 
 
 class ExperimentRecord(Record):

@@ -88,13 +88,16 @@ def _table(header: list[str], rows: list[list[str]], row_classes: list[str] | No
 
 
 def _weight_cell(p, d: str) -> str:
-    """A weight, with its 95% interval when there is one, and 'held' when DDO held it."""
+    """A weight, with its 95% interval when there is one; 'held' when DDO held it at its base share,
+    'forced' when the others' holds leave it no freedom (the one free domain: a zero-width interval)."""
     text = _pct(p.weights.get(d))
     if d in p.intervals:
         lo, hi = p.intervals[d]
         text += f' <span class="ci">({100 * lo:.1f}-{100 * hi:.1f})</span>'
     if d in p.held:
-        text += " <i>held</i>"
+        text += ' <i title="held at its base share: its effects did not support moving it">held</i>'
+    elif p.held and len(p.weights) - len(p.held) == 1:
+        text += ' <i title="the other domains are held: its share is what they leave">forced</i>'
     return text
 
 
@@ -369,7 +372,8 @@ def draw_plots(data: ReportData) -> dict[str, bytes]:
     if any(p.intervals for p in data.mixtures):
         images["weight_intervals.png"] = plot_weight_intervals(data.mixtures, data.domains)
     if data.fits:
-        images["fits.png"] = plot_fits(data.fits, data.domains)
+        held = {format_tokens(m.budget): m.held for m in data.mixtures if m.measured}
+        images["fits.png"] = plot_fits(data.fits, data.domains, held)
     if data.validation:
         images["validation.png"] = plot_validation(
             data.validation, data.featured, data.objective_label, data.smoothing, data.speedups

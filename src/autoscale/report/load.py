@@ -231,7 +231,11 @@ def _facts(config: ConfigPart, experiment: ExperimentRecord | None, summary: Sum
            validation: ValidationRecord | None) -> dict[str, str]:
     facts: dict[str, str] = {}
     model = (config.proxy or {}).get("model") or {}
-    if model:
+    executor = config.executor or {}
+    if executor.get("kind") == "command":  # the user's trainer ran: the proxy settings were never used
+        facts["trainer"] = "your command: " + " ".join(map(str, executor.get("command") or []))
+        facts["trainer id (in every run key)"] = str(executor.get("trainer_id"))
+    elif model:
         facts["proxy model"] = (f"{model.get('kind', 'decoder')}, {model.get('n_layer')} layers, "
                                 f"d_model {model.get('d_model')}, {model.get('n_head')} heads, "
                                 f"seq_len {model.get('seq_len')}")

@@ -157,8 +157,11 @@ def plt_colors(n: int) -> list[tuple[float, ...]]:
 
 
 @_styled
-def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str] | None = None) -> bytes:
+def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str] | None = None,
+              held: Mapping[str, Sequence[str]] | None = None) -> bytes:
     """Small multiples: per domain, the fitted y = (x + a)^(-b) + c of each DDO budget with its points.
+    ``held``: budget label -> domains held at their base share there: their curve is dashed and the
+    panel's title says at which budgets (the allocation did not use that fit).
 
     ``fits``: budget label -> domain -> fit. The x axis (log) is the domain's training tokens, x times
     the base run's tokens at that budget, when every fit of the panel knows its base tokens; else the
@@ -191,7 +194,9 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
             scale = f.base_tokens if in_tokens else 1.0
             grid = np.geomspace(max(min(f.x) * 0.7, 1e-3), max(f.x) * 1.4, 200)
             color = series_colors[lab]
-            ax.plot(grid * scale, f(grid), color=color, lw=1.6, label=lab)
+            is_held = d in (held or {}).get(lab, ())
+            ax.plot(grid * scale, f(grid), color=color, lw=1.6, ls="--" if is_held else "-",
+                    label=f"{lab} (held)" if is_held else lab)
             # later budgets get smaller markers on top, so points at the same place (x = 1) stay visible
             ax.scatter(np.asarray(f.x) * scale, f.y, color=color, marker=markers[j % len(markers)],
                        s=max(14, 50 - 16 * j), zorder=3 + j, edgecolor="black", linewidth=0.5)
@@ -203,7 +208,8 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
         ticks = _round_ticks(lo * 0.7, hi * 1.4)
         ax.set_xticks(ticks, [format_tokens(t) if in_tokens else f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(d)
+        held_at = [lab for _, lab, _ in series if d in (held or {}).get(lab, ())]
+        ax.set_title(d + (f" (held at {', '.join(held_at)})" if held_at else ""))
         ax.axhline(1.0, color="0.7", lw=0.8, zorder=0)
         ax.grid(alpha=0.3, which="both")
         if k % ncols == 0:
