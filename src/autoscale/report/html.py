@@ -95,7 +95,7 @@ def _weight_cell(p, d: str) -> str:
         lo, hi = p.intervals[d]
         text += f' <span class="ci">({100 * lo:.1f}-{100 * hi:.1f})</span>'
     if d in p.held:
-        text += ' <i title="held at its base share: its effects did not support moving it">held</i>'
+        text += ' <i title="held at its base share: the notes above say why">held</i>'
     elif p.held and len(p.weights) - len(p.held) == 1:
         text += ' <i title="the other domains are held: its share is what they leave">forced</i>'
     return text
