@@ -190,11 +190,12 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
         in_tokens = all(f.base_tokens for _, _, f in series)
         lo = min(min(f.x) * (f.base_tokens if in_tokens else 1.0) for _, _, f in series)
         hi = max(max(f.x) * (f.base_tokens if in_tokens else 1.0) for _, _, f in series)
+        held_at = [lab for _, lab, _ in series if d in (held or {}).get(lab, ())]
         for j, lab, f in series:
             scale = f.base_tokens if in_tokens else 1.0
             grid = np.geomspace(max(min(f.x) * 0.7, 1e-3), max(f.x) * 1.4, 200)
             color = series_colors[lab]
-            is_held = d in (held or {}).get(lab, ())
+            is_held = lab in held_at
             ax.plot(grid * scale, f(grid), color=color, lw=1.6, ls="--" if is_held else "-",
                     label=f"{lab} (held)" if is_held else lab)
             # later budgets get smaller markers on top, so points at the same place (x = 1) stay visible
@@ -208,7 +209,6 @@ def plot_fits(fits: Mapping[str, Mapping[str, CurveFit]], domains: Sequence[str]
         ticks = _round_ticks(lo * 0.7, hi * 1.4)
         ax.set_xticks(ticks, [format_tokens(t) if in_tokens else f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        held_at = [lab for _, lab, _ in series if d in (held or {}).get(lab, ())]
         ax.set_title(d + (f" (held at {', '.join(held_at)})" if held_at else ""))
         ax.axhline(1.0, color="0.7", lw=0.8, zorder=0)
         ax.grid(alpha=0.3, which="both")

@@ -192,8 +192,9 @@ def _scored(folder: Path, identity: Mapping[str, Any], model: Callable[[], Any],
     """The score of ``model()`` from ``folder/downstream/<key>.json``, or computed and written there."""
     import lm_eval
 
+    definitions = task_identity(tasks, include_path)
     key = hashlib.sha256(json.dumps({
-        **identity, "tasks": task_identity(tasks, include_path), "num_fewshot": num_fewshot, "limit": limit,
+        **identity, "tasks": definitions, "num_fewshot": num_fewshot, "limit": limit,
         "harness": lm_eval.__version__,
     }, sort_keys=True).encode()).hexdigest()[:16]
     path = folder / DOWNSTREAM / f"{key}.json"
@@ -203,7 +204,9 @@ def _scored(folder: Path, identity: Mapping[str, Any], model: Callable[[], Any],
         if cached is not None:
             return cached | {"cached": True}
         note = {"note": f"the cached score {path.name} was damaged: the run was scored again"}
-    result = _evaluate(model, list(tasks), num_fewshot, limit, include_path) | {"key": key}
+    # the user's tasks as their identity names them: their folder is read and hashed once
+    user = {t for t, d in definitions.items() if d.startswith("include:")}
+    result = _evaluate(model, list(tasks), num_fewshot, limit, include_path, user) | {"key": key}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=1) + "\n")
     return result | {"cached": False} | note
@@ -220,7 +223,7 @@ def _cached(path: Path) -> dict[str, Any] | None:
 
 
 def _evaluate(model: Callable[[], Any], tasks: list[str], num_fewshot: int, limit: int | None,
-              include_path: str | Path | None) -> dict[str, Any]:
+              include_path: str | Path | None, user: set[str]) -> dict[str, Any]:
     from unittest import mock
 
     from lm_eval import evaluator as lm_evaluator
@@ -230,7 +233,6 @@ def _evaluate(model: Callable[[], Any], tasks: list[str], num_fewshot: int, limi
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # offline by design: never fetch a dataset
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     local = local_tasks()
-    user = user_tasks(tasks, include_path)
     lm = model()
     # named by our pid: removed on any exit but a kill, and then by the next scoring
     with scratch_folder(TASKS_PREFIX) as folder:
