@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo example bench clean
 
 # pip would compile every module of every package on one core (a minute and a half here); instead
 # Python compiles what is imported, once, into the venv: so bytecode may be written, whatever the shell says.
@@ -21,14 +21,19 @@ install: $(STAMP)
 
 # 2 workers; tests sharing a trained fixture or a Ray cluster run on one, slow tests first (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench docs/examples
+	$(BIN)/ruff check src tests bench docs/examples examples
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench docs/examples
+	$(BIN)/ruff check src tests bench docs/examples examples
 
 demo: $(STAMP)
 	$(BIN)/autoscale demo
+
+# examples/own_trainer end to end (run, report, export, check, eval): about 2 minutes on 2 cores. Not
+# in `make test`: each of its 17 runs is a process that imports torch and transformers.
+example: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider examples/own_trainer/test_example.py
 
 # Each script writes bench/results/<name>.md; BENCHMARKS.md is those sections in this order.
 # headroom then record_v2 (the benchmark of record, version 2: ~2 h) come first; record v1 keeps its place.

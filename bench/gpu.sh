@@ -86,9 +86,9 @@ fi
 
 step "3/3 AutoScale search and validation on $DOMAINS"
 if [ "$DRY" = 1 ]; then
-  B1=1000; B2=4000; T=8000; SEEDS="[0, 1]"; BATCH=8; SEQ=32; VAL=1024; EVAL=1024
+  B1=1000; B2=4000; T=8000; SEEDS="[0, 1]"; BATCH=8; SEQ=32; VAL=1024; EVAL=1024; POINTS=4
 else
-  B1=1280000; B2=5120000; T=20480000; SEEDS="[0, 1, 2]"; BATCH=64; SEQ=128; VAL=16384; EVAL=null
+  B1=1280000; B2=5120000; T=20480000; SEEDS="[0, 1, 2]"; BATCH=64; SEQ=128; VAL=16384; EVAL=null; POINTS=8
 fi
 cat > "$WORK/gpu.yaml" <<EOF
 name: gpu-autoscale
@@ -98,7 +98,7 @@ data: {store: $WORK/store, sources: $PWD/$CORPUS, vocab_size: 257, val_tokens: $
 proxy:
   model: {kind: decoder, n_layer: 2, d_model: 64, n_head: 2, seq_len: $SEQ}
   train: {batch_size: $BATCH, lr: 3.0e-3, warmup: 0.05, schedule: cosine, device: $DEVICE, threads: 2}
-  eval: {points: 8, max_tokens: $EVAL}
+  eval: {points: $POINTS, max_tokens: $EVAL}
 ddo: {budgets: [$B1, $B2], ratios: [0.2, 3.0], min_ratio: 0.2, replicates: 2, bootstrap: 100, eval_points: 1, max_epochs: 4}
 objective: {metric: perplexity}
 target: {budget: $T, validate: true, compare: [uniform, natural, ddo], seeds: $SEEDS}

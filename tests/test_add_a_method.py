@@ -54,7 +54,10 @@ def test_the_documented_method_runs_end_to_end(best_of, tmp_path, simworld_in_pr
     assert record["best_run"].startswith("mix ")
     METHODS.pop(best_of.name)  # `autoscale report` and `status` in a new process do not know it
     assert run_cli("report", str(out)) == 0 and run_cli("status", str(out)) == 0
-    assert "best-of" in (out / "report" / "report.html").read_text()
+    page = (out / "report" / "report.html").read_text()
+    assert "best-of" in page
+    # without a store, the settings name the data by the config's fingerprint, whole
+    assert ">data (data.fingerprint)</td><td>simworld-3</td>" in page
 
 
 def test_a_method_whose_name_is_taken_is_refused(best_of):

@@ -25,6 +25,19 @@ def test_fit_recovers_the_law_it_was_drawn_from():
     assert (law.r2 > 0.999999).all()
 
 
+@pytest.mark.parametrize("metric, weights", [("loss", None), ("perplexity", None), ("perplexity", [3.0, 1.0])])
+def test_the_objectives_gradient_is_its_derivative(metric, weights):
+    # the optimiser is given this gradient: it must be the finite-difference slope of the objective
+    law = MixingLaw(c=np.array([2.0, 1.0]), k=np.array([1.5, 0.7]),
+                    t=np.array([[-1.2, 0.4, 0.0], [0.3, -2.0, 0.0]]), r2=np.ones(2))
+    w = None if weights is None else np.array(weights)
+    for r in _dirichlet(5, 3, 2):
+        h = 1e-6
+        slope = [(law.objective(r + h * e, w, metric) - law.objective(r - h * e, w, metric)) / (2 * h)
+                 for e in np.eye(3)]
+        np.testing.assert_allclose(law.objective_gradient(r, w, metric), slope, rtol=1e-6)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_in_the_simulated_world_the_law_keeps_most_of_the_optimum_gain(seed):
     world = make_world(seed)

@@ -36,6 +36,17 @@ def test_megatron_is_weight_prefix_pairs():
     assert sum(float(line.split()[0]) for line in lines) == pytest.approx(1.0)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # megatron.core's import: "Apex is not installed"
+def test_megatron_core_reads_the_file_as_megatron_lm_reads_its_data_path():
+    # Megatron-LM splits `--data-path` (or the file of `--data-args-path`) on whitespace, parses it with
+    # megatron.core's get_blend_from_list, and its dataset builder normalises the weights
+    from megatron.core.datasets.utils import get_blend_from_list, normalize
+
+    prefixes, weights = get_blend_from_list(export_mixture(MIX, "megatron", PATHS).split())
+    assert prefixes == [PATHS.get(d, d) for d in MIX.domains]
+    assert normalize(weights) == pytest.approx([MIX.weights[d] for d in MIX.domains], abs=1e-12)
+
+
 def test_olmo_core_source_mixture_fields():
     config = yaml.safe_load(export_mixture(MIX, "olmo-core", max_epochs=3))
     sources = config["source_list"]["sources"]

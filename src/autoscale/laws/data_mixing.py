@@ -58,6 +58,14 @@ class MixingLaw:
         values = self.losses(r) if metric == "loss" else np.exp(self.losses(r))
         return values.mean(axis=-1) if weights is None else values @ (weights / weights.sum())
 
+    def objective_gradient(self, r: np.ndarray, weights: np.ndarray | None = None, metric: str = "loss") -> np.ndarray:
+        """``[m]``: d objective / d r at one point ``r`` (``[m]``); dL_j/dr = k_j exp(t_j . r) t_j."""
+        scale = self.k * np.exp(np.asarray(r, dtype=float) @ self.t.T)  # [J]
+        if metric != "loss":  # d exp(L_j) = exp(L_j) dL_j
+            scale = scale * np.exp(self.c + scale)
+        share = np.full(len(scale), 1.0 / len(scale)) if weights is None else weights / weights.sum()
+        return (share * scale) @ self.t
+
 
 def min_runs(m: int) -> int:
     """Runs a fit of ``m`` training domains needs: m + 1 parameters per domain, plus one."""
@@ -144,13 +152,16 @@ def optimal_proportions(
     ``metric``: what the objective averages, ``loss`` or ``perplexity`` (exp of the fitted loss).
     """
     w = None if weights is None else np.asarray(weights, dtype=float)
-    return minimize_on_simplex(lambda r: float(law.objective(r, w, metric)), law.t.shape[1], lower, upper)
+    return minimize_on_simplex(lambda r: float(law.objective(r, w, metric)), law.t.shape[1], lower, upper,
+                               jac=lambda r: law.objective_gradient(r, w, metric))
 
 
 def minimize_on_simplex(f: Callable[[np.ndarray], float], m: int, lower: Sequence[float] | None = None,
-                        upper: Sequence[float] | None = None) -> np.ndarray:
+                        upper: Sequence[float] | None = None,
+                        jac: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """The point of {lower <= r <= upper, sum r = 1} minimising ``f``: SLSQP from the centre and
-    from a start leaning towards each domain (``f`` need not be convex); the best is kept."""
+    from a start leaning towards each domain (``f`` need not be convex); the best is kept.
+    ``jac``: the gradient of ``f``, when known (else finite differences: m + 1 calls of ``f`` a step)."""
     lo = np.zeros(m) if lower is None else np.asarray(lower, dtype=float)
     hi = np.ones(m) if upper is None else np.asarray(upper, dtype=float)
     if lo.shape != (m,) or hi.shape != (m,) or (lo > hi).any() or lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9:
@@ -162,7 +173,7 @@ def minimize_on_simplex(f: Callable[[np.ndarray], float], m: int, lower: Sequenc
         # a law carried far from its runs (a start leaning on one of many domains) may predict a
         # perplexity past float range: inf there, a start that loses, not a warning to the user
         with np.errstate(over="ignore", invalid="ignore"):
-            res = minimize(f, r0, method="SLSQP", bounds=list(zip(lo, hi, strict=True)),
+            res = minimize(f, r0, method="SLSQP", jac=jac, bounds=list(zip(lo, hi, strict=True)),
                            constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}],
                            options={"ftol": 1e-12, "maxiter": 500})
             r = project(res.x, lo, hi)

@@ -75,6 +75,7 @@ class BenchPlan:
     searches: int = 3
     oracle_replicates: int = 2
     law_starts: int = 8  # random starts of each target's fit of the mixture law (`autoscale bench --methods`)
+    law_fit_steps: int = 4000  # and the least-squares evaluations of each start
 
     def search_seed(self, i: int) -> int:
         """First seed of search ``i`` (0-based); its seeds are this .. this + K - 1."""
@@ -111,10 +112,12 @@ RECORD = BenchPlan(
 QUICK_BENCH = BenchPlan(
     proxy=dataclasses.replace(QUICK, name="bench-quick", domains=("web", "code", "books"), objective=None,
                               budgets=(1_500, 6_000), target=24_000,
-                              model={**_BYTES_L2, "seq_len": 32}, eval={"points": 8, "max_tokens": 1024},
+                              model={**_BYTES_L2, "seq_len": 32}, eval={"points": 4, "max_tokens": 1024},
                               seeds=(100, 101), bootstrap=25),
     searches=2,
-    law_starts=1,  # each start of the law's fit costs seconds; the quick run checks the path, not the fit
+    # each start of the law's fit costs seconds; the quick run checks the path, not the fit
+    law_starts=1,
+    law_fit_steps=500,
 )
 
 

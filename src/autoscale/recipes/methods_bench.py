@@ -61,7 +61,8 @@ def methods_settings(plan: BenchPlan) -> dict[str, Any]:
         "dml": {**common, "runs": 4 * m + 4},
         "doremi": {**common},
         "mixture_law": {"budgets": [float(n1), float(math.sqrt(n1 * n2)), float(n2)], "runs": 4 * m + 4,
-                        "max_epochs": p.max_epochs, "eval_points": 1, "starts": plan.law_starts},
+                        "max_epochs": p.max_epochs, "eval_points": 1, "starts": plan.law_starts,
+                        "fit_steps": plan.law_fit_steps},
     }
 
 

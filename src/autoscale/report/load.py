@@ -254,5 +254,8 @@ def _facts(config: ConfigPart, experiment: ExperimentRecord | None, summary: Sum
     if summary is not None and summary.wall_time_s is not None:
         facts["wall time of the last `autoscale run`"] = f"{summary.wall_time_s:.0f} s"
     if experiment is not None and experiment.data:
-        facts["data (store manifest hash)"] = experiment.data[:16]
+        if experiment.data.startswith("user:"):  # no store: the data as the config names them
+            facts["data (data.fingerprint)"] = experiment.data[len("user:"):] or "(none given)"
+        else:
+            facts["data (store manifest hash)"] = experiment.data[:16]
     return facts

@@ -10,8 +10,11 @@ the few-shot count, the limit and the harness version; the same request is then 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -233,7 +236,8 @@ def _evaluate(model: Callable[[], Any], tasks: list[str], num_fewshot: int, limi
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # offline by design: never fetch a dataset
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     local = local_tasks()
-    lm = model()
+    with _quiet():
+        lm = model()
     # named by our pid: removed on any exit but a kill, and then by the next scoring
     with scratch_folder(TASKS_PREFIX) as folder:
         for t in tasks:
@@ -248,7 +252,8 @@ def _evaluate(model: Callable[[], Any], tasks: list[str], num_fewshot: int, limi
             raise AutoscaleError(f"unknown task {unknown[0]!r} ({_known(local, include_path)})")
         # lm-eval records the git commit of the working directory with `git describe`, whose "fatal: not
         # a git repository" would reach our output: that commit is not the run's, so it is not asked for
-        with warnings.catch_warnings(), mock.patch.object(lm_evaluator, "get_git_commit_hash", lambda: None):
+        with (warnings.catch_warnings(), mock.patch.object(lm_evaluator, "get_git_commit_hash", lambda: None),
+              _quiet()):
             warnings.simplefilter("ignore")
             try:
                 out = simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
@@ -269,6 +274,21 @@ def _evaluate(model: Callable[[], Any], tasks: list[str], num_fewshot: int, limi
                       "stderr": None if stderr in (None, "N/A") else float(stderr)}
     return {"tasks": results, "average": sum(r["value"] for r in results.values()) / len(results),
             "num_fewshot": num_fewshot, "limit": limit}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """While a model loads and is scored, the libraries' progress bars (transformers' "Loading
+    weights", datasets' "Generating test split", lm-eval's) and lm-eval's notes stay out of our
+    output: what matters is in the result, and our errors are raised, not printed."""
+    harness_log = logging.getLogger("lm_eval")
+    level = harness_log.level
+    harness_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        harness_log.setLevel(level)
 
 
 def mean_over_seeds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
