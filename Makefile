@@ -10,11 +10,14 @@ STAMP  := $(VENV)/.installed
 # Python compiles what is imported, once, into the venv: so bytecode may be written, whatever the shell says.
 export PYTHONDONTWRITEBYTECODE :=
 
-# torch first, pinned, so that nothing resolves a CUDA build from the index.
+# torch first, pinned, with pip (whose configuration finds a local CPU wheel), so that nothing resolves a
+# CUDA build from the index; then the rest with uv, installed by pip: it looks up the index for a
+# hundred packages at once, where pip spends a minute here asking one at a time. Where uv fails, pip.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-compile torch==2.13.0
-	$(BIN)/pip install -q --no-compile -e '.[test]'
+	$(BIN)/pip install -q --no-compile torch==2.13.0 uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]' torch==2.13.0 \
+	  || $(BIN)/pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
