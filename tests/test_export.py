@@ -36,7 +36,7 @@ def test_megatron_is_weight_prefix_pairs():
     assert sum(float(line.split()[0]) for line in lines) == pytest.approx(1.0)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # megatron.core's import: "Apex is not installed"
+@pytest.mark.filterwarnings("ignore")  # megatron.core's import: "Apex is not installed", deprecations
 def test_megatron_core_reads_the_file_as_megatron_lm_reads_its_data_path():
     # Megatron-LM splits `--data-path` (or the file of `--data-args-path`) on whitespace, parses it with
     # megatron.core's get_blend_from_list, and its dataset builder normalises the weights

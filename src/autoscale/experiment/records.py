@@ -124,8 +124,13 @@ class ConfigPart(Part):
     executor: dict[str, Any] | None = None
 
 
+#: ``ExperimentRecord.data`` without a token store: this prefix, then the config's ``data.fingerprint``
+USER_DATA = "user:"
+
+
 class ExperimentRecord(Record):
-    """experiment.json: the resolved config, the domains, the data's identity, the caps, the objective."""
+    """experiment.json: the resolved config, the domains, the data's identity (the store's manifest
+    hash, or ``USER_DATA`` + the fingerprint), the caps, the objective."""
 
     config: ConfigPart
     domains: list[str]

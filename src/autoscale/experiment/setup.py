@@ -16,6 +16,7 @@ from autoscale.domains import check_mixture_domains
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.config import ExperimentConfig
 from autoscale.experiment.folder import ExperimentFolder
+from autoscale.experiment.records import USER_DATA
 from autoscale.methods.base import Context
 from autoscale.speedup import Objective
 
@@ -66,7 +67,7 @@ def setup_experiment(config: ExperimentConfig, say: Callable[[str], None]) -> Se
     else:
         assert config.data.domains is not None  # the config validator guarantees it
         domains = tuple(config.data.domains)
-        data_id = "user:" + config.data.fingerprint
+        data_id = USER_DATA + config.data.fingerprint
         evaluated = None
     domains = check_mixture_domains(domains)  # names (a store's or data.domains) and at least 2
     config.check_domains(domains, evaluated)

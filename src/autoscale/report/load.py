@@ -18,6 +18,7 @@ from autoscale.domains import check_domain_names
 from autoscale.errors import AutoscaleError
 from autoscale.experiment.folder import ExperimentFolder
 from autoscale.experiment.records import (
+    USER_DATA,
     ConfigPart,
     DDORecord,
     ExperimentRecord,
@@ -254,8 +255,8 @@ def _facts(config: ConfigPart, experiment: ExperimentRecord | None, summary: Sum
     if summary is not None and summary.wall_time_s is not None:
         facts["wall time of the last `autoscale run`"] = f"{summary.wall_time_s:.0f} s"
     if experiment is not None and experiment.data:
-        if experiment.data.startswith("user:"):  # no store: the data as the config names them
-            facts["data (data.fingerprint)"] = experiment.data[len("user:"):] or "(none given)"
+        if experiment.data.startswith(USER_DATA):  # no store: the data as the config names them
+            facts["data (data.fingerprint)"] = experiment.data[len(USER_DATA):] or "(none given)"
         else:
             facts["data (store manifest hash)"] = experiment.data[:16]
     return facts
