@@ -111,11 +111,13 @@ def _print_result(result: Any) -> None:
                           f"({e.search_vs_target:.1f} x one target run; {e.shared_tokens:.4g} shared)")
     for name, e in summary.methods.items():
         if e.target and e.target.held:
+            from autoscale.ddo.fit import HELD_AT_BASE
+
             console.print(f"{name}: held at their base share: {', '.join(e.target.held)}")
             # each one's own reason, as its search found it (non-monotone, no effect above the noise...)
             for s in e.searched:
                 for w in s.warnings:
-                    if "held at its base share" in w:
+                    if HELD_AT_BASE in w:
                         console.print(f"  at {format_tokens(s.budget)}: {w}", soft_wrap=True)
     validation = summary.validation
     if validation is None:

@@ -262,6 +262,10 @@ def _uncertainty(domains: tuple[str, ...], draws: np.ndarray | None, gains: np.n
     return intervals, gain_se
 
 
+#: the words of a search's warning that a domain is held (``domain 'web' is held at its base share: why``)
+HELD_AT_BASE = "is held at its base share"
+
+
 def _fit_warnings(domains: tuple[str, ...], fits: list[PowerLawFit], alloc: Allocation,
                   held: Mapping[str, str]) -> list[str]:
     """Per domain: why it is held, or what to distrust in its fit or its optimum."""
@@ -269,7 +273,7 @@ def _fit_warnings(domains: tuple[str, ...], fits: list[PowerLawFit], alloc: Allo
     for i, d in enumerate(domains):
         f = fits[i]
         if d in held:
-            warnings.append(f"domain {d!r} is held at its base share: {held[d]}")
+            warnings.append(f"domain {d!r} {HELD_AT_BASE}: {held[d]}")
             continue
         if not f.exact and np.unique(f.x).size == 3:
             warnings.append(f"domain {d!r}: no power law passes exactly through its 3 amounts; least-squares fit")
