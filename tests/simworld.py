@@ -212,10 +212,17 @@ def make_world(seed: int, domains: Sequence[str] = ("web", "code", "books")) -> 
     w[np.argsort(alpha)] = spread ** (-np.arange(m) / (m - 1))
     w /= w.sum()
     reducible = rng.uniform(*REDUCIBLE)
+    return _world_with_optimum(domains, seed, alpha, t, e, w, REFERENCE_BUDGET, reducible)
 
+
+def _world_with_optimum(domains: tuple[str, ...], seed: int, alpha: np.ndarray, t: np.ndarray, e: np.ndarray,
+                        w: np.ndarray, budget: float, reducible: float) -> World:
+    """The world whose optimum at ``budget`` is exactly ``w``: the amplitudes follow from the KKT
+    conditions, scaled so that the mean reducible perplexity there is ``reducible`` x the mean floor."""
     # KKT at an interior optimum: the gradient over training domains is equal, (g @ T)_i = lam, with
     # g_j = alpha_j * A_j * x_j ** (-alpha_j - 1). So g = lam * T^-T 1, positive for modest transfer.
-    x = t @ (w * REFERENCE_BUDGET) / TOKEN_SCALE
+    m = len(domains)
+    x = t @ (w * budget) / TOKEN_SCALE
     c = np.linalg.solve(t.T, np.ones(m))
     if np.any(c <= 0):
         raise ValueError("transfer too large for an interior optimum; narrow TRANSFER")
@@ -230,6 +237,57 @@ def make_world(seed: int, domains: Sequence[str] = ("web", "code", "books")) -> 
         transfer=tuple(tuple(row) for row in t.tolist()),
     )
 
+
+# --- hard worlds: the mixture barely matters at the search budgets and a lot at the target -------------
+HARD_DOMAINS = ("web", "code", "books", "wiki", "papers", "qa")
+HARD_SEARCH = (1e6, 4e6)  # the search budgets the hard worlds are built for
+HARD_TARGET = 3.2e7  # 8x the larger search budget
+HARD_SEARCH_GAIN = 0.02  # at most: the optimum's gain over uniform at each search budget
+HARD_TARGET_GAIN = 0.04  # at least: its gain at the target
+HARD_EXPONENTS = (0.05, 0.95)
+HARD_REDUCIBLE = (5.0, 15.0)  # at the pivot: the mixture matters through the reducible part
+HARD_PIVOT = (3e5, 1.5e6)  # tokens; where the optimum is uniform
+HARD_MIN_WEIGHT = 0.04  # every optimal weight at the search budgets and the target, above DDO's floor (0.2/6)
+_HARD_STREAM = 0x4A7D
+
+
+def make_hard_world(seed: int, domains: Sequence[str] = HARD_DOMAINS) -> World:
+    """A world of the kind AutoScale exists for, reproducible from ``seed``.
+
+    The optimum is exactly uniform at a pivot budget drawn in ``HARD_PIVOT`` (below or at the search
+    budgets) and moves away from it with scale, since the exponents differ widely (``HARD_EXPONENTS``).
+    Candidates are drawn (numpy Generator on ``[seed, _HARD_STREAM]``) until one has: the optimum's gain over
+    uniform at most ``HARD_SEARCH_GAIN`` at both ``HARD_SEARCH`` budgets, at least ``HARD_TARGET_GAIN`` at
+    ``HARD_TARGET``, and every optimal weight at those budgets at least ``HARD_MIN_WEIGHT``. About one
+    candidate in three passes with 6 domains.
+    """
+    domains = tuple(domains)
+    m = len(domains)
+    if m < 2 or len(set(domains)) != m:
+        raise ValueError(f"need at least two distinct domains, got {domains!r}")
+    rng = np.random.default_rng([seed, _HARD_STREAM])
+    lo, hi = HARD_EXPONENTS
+    for _ in range(200):
+        alpha = lo + (hi - lo) * (rng.permutation(m) + rng.uniform(size=m)) / m
+        t = np.eye(m) + (1 - np.eye(m)) * rng.uniform(*TRANSFER, size=(m, m))
+        e = rng.uniform(*FLOORS, size=m)
+        pivot = math.exp(rng.uniform(*np.log(HARD_PIVOT)))
+        world = _world_with_optimum(domains, seed, alpha, t, e, np.full(m, 1.0 / m), pivot,
+                                    rng.uniform(*HARD_REDUCIBLE))
+        if _is_hard(world):
+            return world
+    raise ValueError(f"no hard world among 200 candidates for seed {seed} and {m} domains")
+
+
+def _is_hard(world: World) -> bool:
+    for budget in (HARD_TARGET, *HARD_SEARCH):  # the target first: most candidates fail there
+        best = world.optimum(budget)
+        gain = world.gain(best, budget)
+        if min(best.values()) < HARD_MIN_WEIGHT:
+            return False
+        if gain > HARD_SEARCH_GAIN if budget in HARD_SEARCH else gain < HARD_TARGET_GAIN:
+            return False
+    return True
 
 def true_metrics(
     world: World, tokens: Mapping[str, float], seed: int, run_noise: float, seed_noise: float

@@ -79,3 +79,17 @@ def test_too_few_budgets_or_too_narrow_a_span_is_one_error():
     losses[0, 0] = np.inf
     with pytest.raises(AutoscaleError, match="one finite loss per run"):
         fit_mixture_law(d, h, losses)
+
+
+@pytest.mark.parametrize("metric, weights", [("loss", None), ("perplexity", None), ("perplexity", [3.0, 1.0, 0.5])])
+def test_the_objectives_gradient_is_its_derivative(metric, weights):
+    # the optimum search is given this gradient: it must be the finite-difference slope of the objective
+    w = None if weights is None else np.array(weights)
+    for h in np.random.default_rng(2).dirichlet(np.ones(M), 5):
+        for tokens in (1e6, 64e6):
+            step = 1e-6
+            slope = [(TRUE.objective(tokens, h + step * e, w, metric) - TRUE.objective(tokens, h - step * e, w, metric))
+                     / (2 * step) for e in np.eye(M)]
+            # central differences are exact to about 1e-6 of the largest component
+            np.testing.assert_allclose(TRUE.objective_gradient(tokens, h, w, metric), slope, rtol=1e-6,
+                                       atol=1e-6 * np.abs(slope).max())

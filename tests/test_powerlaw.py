@@ -101,3 +101,10 @@ def test_any_finite_data_gives_a_finite_curve_or_a_user_error(x, y):
         return
     assert all(np.isfinite([fit.a, fit.b, fit.c])) and fit.b > 0 and fit.a > -min(x)
     assert np.all(np.isfinite(fit.residuals))
+
+
+def test_a_root_on_the_grid_of_exponents_is_found():
+    # b = 1 lies on the grid of log b that brackets the roots: found there, not an error
+    x = np.array([0.5, 1.0, 2.0])
+    fit = fit_power_law(x, curve(x, 1.0, 1.0, 0.5))
+    assert fit.exact and np.allclose(fit(x), curve(x, 1.0, 1.0, 0.5), rtol=0, atol=1e-10)

@@ -34,7 +34,7 @@ import numpy as np
 
 from autoscale.ddo.allocate import Allocation, allocate, caps_in_tokens
 from autoscale.ddo.design import Design, find_design
-from autoscale.ddo.noise import NoiseReport, assess_noise, paired_objectives, replicate_cost
+from autoscale.ddo.noise import LEVEL, NoiseReport, assess_noise, paired_objectives, replicate_cost
 from autoscale.ddo.powerlaw import PowerLawFit, fit_power_law
 from autoscale.ddo.runs import RunsTable
 from autoscale.domains import check_mixture_domains
@@ -114,6 +114,7 @@ def fit_ddo(
     bootstrap: int = 0,
     seed: int = 0,
     hold: Collection[str] = (),
+    hold_weak: bool = True,
 ) -> DDOResult:
     """Fit the DDO model to a filled runs table and allocate ``budget`` tokens.
 
@@ -129,6 +130,9 @@ def fit_ddo(
         seed: seed of the bootstrap resampling (the result is deterministic for a seed; the same seed
             and replicate count draw the same seeds at every budget: the draws are joint).
         hold: domains to hold at their base share in any case (e.g. held at another budget).
+        hold_weak: hold a domain whose effects do not stand out from the noise (design 1). False: fit it
+            all the same (a non-monotone domain is held in any case: the power law cannot represent it),
+            and leave the noise to the caller, e.g. a shrinkage of the target mixture (design 2).
     """
     domains = check_mixture_domains(table.domains)
     check_bootstrap(bootstrap)
@@ -147,7 +151,11 @@ def fit_ddo(
     paired = paired_objectives(objective, design, table.seeds)
     if table.seeds is not None and paired is None:
         warnings.append("some seeds have no base run: effects are compared unpaired")
-    held = dict(noise.held)
+    held = {d: why for d, why in noise.held.items() if hold_weak or not noise.monotone[d]}
+    weak = sorted(set(noise.held) - set(held))
+    if weak:
+        warnings.append(f"no effect of {', '.join(map(repr, weak))} stands out from the noise at the "
+                        f"{LEVEL:.0%} level: fitted all the same")
     for d in hold:
         held.setdefault(d, "held at another budget")
     # 3-4: fit and allocate
