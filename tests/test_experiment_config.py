@@ -57,6 +57,7 @@ CASES = {
     "ray setting on a command executor": (changed("executor", {"kind": "command", "command": ["./t"], "num_gpus": 1}),
                               "executor.num_gpus is only used with kind 'ray'"),
     "negative weight": (changed("target.mixtures", {"llama": {"web": -1}}), "weight of 'web' must be a finite number"),
+    "unknown design": (changed("ddo.design", 3), "ddo.design: Input should be 1 or 2 (got 3)"),
     "no DDO evaluation": (changed("ddo.eval_points", 0), "ddo.eval_points: Input should be greater than or equal to 1"),
     "DDO evaluation of a user's trainer": (changed("ddo.eval_points", 1),
                                            "ddo.eval_points applies to autoscale's trainer, not executor kind"),
@@ -146,3 +147,27 @@ def test_token_counts_take_the_command_lines_suffixes(tmp_path):
     plain = changed("proxy", {"eval": {"max_tokens": 4000}})  # the same experiment written in digits
     path.write_text(yaml.safe_dump(plain))
     assert load_config(path).proxy.fingerprint_dict() == loaded.proxy.fingerprint_dict()
+
+
+def test_the_design_version_sets_the_defaults_the_config_leaves_out(tmp_path):
+    path = tmp_path / "exp.yaml"
+
+    def ddo(**settings):
+        path.write_text(yaml.safe_dump(changed("ddo", {"budgets": [1.0e4, 4.0e4], **settings})))
+        return load_config(path).ddo
+
+    # no design: version 1, what a config written before version 2 computed
+    assert (ddo().design, ddo().ratios, ddo().replicates) == (1, [0.2, 3.0], 1)
+    two = ddo(design=2)
+    assert (two.ratios, two.replicates) == ([0.1, 5.0], 4)
+    assert ddo(design=2, replicates=2, ratios=[0.2, 3.0]).replicates == 2  # what the config says stays
+    assert ddo(design=2, ratios=[0.2, 3.0]).ratios == [0.2, 3.0]
+
+
+def test_design_2_with_budgets_closer_than_it_was_measured_warns_and_says_what_would_match():
+    from autoscale.methods.autoscale import DDOConfig, design_warnings
+
+    (warning,) = design_warnings(DDOConfig(design=2, budgets=[1e6, 4e6]))
+    assert "16x apart; these are 4x apart" in warning and "250k" in warning
+    assert design_warnings(DDOConfig(design=2, budgets=[2.5e5, 4e6])) == []
+    assert design_warnings(DDOConfig(budgets=[1e6, 4e6])) == []  # design 1: the budgets are the user's

@@ -20,7 +20,7 @@ from autoscale.experiment.executors import RunJob
 from autoscale.experiment.executors.command import CommandExecutor
 from autoscale.mixture import Mixture
 from autoscale.train.metrics import RunMetrics, read_metrics
-from simworld import World, make_world, true_metrics
+from simworld import HARD_SEARCH, HARD_TARGET, World, make_hard_world, make_world, true_metrics
 
 TRAINER = Path(__file__).parent / "fixtures" / "simworld_trainer.py"
 WORLD_SEEDS = range(10)
@@ -235,3 +235,30 @@ def test_trainer_runs_under_the_command_executor(tmp_path):
     assert outcome.status == "completed", outcome.error
     observed = {d: e["perplexity"] for d, e in outcome.metrics["final"].items()}
     assert observed == make_world(3).observe(job.tokens, 11, run_noise=0.03)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hard_worlds_barely_feel_the_mixture_at_the_search_budgets_and_a_lot_at_the_target(seed):
+    world = make_hard_world(seed)
+    assert world == make_hard_world.__wrapped__(seed) and len(world.domains) == 6  # reproducible, not just cached
+    for budget in (*HARD_SEARCH, HARD_TARGET):
+        best = world.optimum(budget)
+        gain = world.gain(best, budget)
+        assert (gain <= 0.02) if budget in HARD_SEARCH else (gain >= 0.04), (budget, gain)
+        assert min(best.values()) >= 0.04
+    # the optimum moves: it is near uniform below the search budgets and far from it at the target
+    assert sum(abs(w - 1 / 6) for w in world.optimum(HARD_TARGET).values()) > 0.3
+
+
+def test_common_noise_is_one_factor_per_run_shared_by_its_domains():
+    world = make_hard_world(0)
+    run = {d: 1e6 / 6 for d in world.domains}
+    true, observed = world.perplexities(run), world.observe(run, 3, common_noise=0.1)
+    factors = {observed[d] / true[d] for d in world.domains}
+    assert max(factors) - min(factors) < 1e-12 and abs(math.log(factors.pop())) > 0
+    assert world.observe(run, 4, common_noise=0.1) != observed  # another seed, another factor
+    # the per-domain draws are those without it: adding the common part leaves z_run as it was
+    z_run, _ = world.noise(run, 3)
+    both = world.observe(run, 3, run_noise=0.03, common_noise=0.1)
+    ratio = np.array([math.log(both[d] / observed[d]) for d in world.domains])
+    np.testing.assert_allclose(ratio, 0.03 * z_run, rtol=1e-9, atol=1e-12)

@@ -24,12 +24,14 @@ line naming the key and the value. Relative paths are relative to the config fil
                                    #   default [autoscale]. Each
                                    #   has its section below, required when it runs, refused when not
     ddo:                           # AutoScale's settings
-      budgets: [1.0e5, 4.0e5]      # tokens, two or more, increasing
-      ratios: [0.2, 3.0]           # perturbation amounts relative to the base run
+      design: 2                    # version of the search design (default 1): the defaults of ratios and
+                                   #   replicates (methods/autoscale.py DESIGNS); 2: x0.1 and x5, 4 replicates
+      budgets: [1.0e5, 1.6e6]      # tokens, two or more, increasing (design 2 was measured 16x apart)
+      ratios: [0.1, 5.0]           # perturbation amounts relative to the base run (design 1: 0.2, 3)
       base: uniform                # uniform | natural | {domain: weight}
       min_ratio: 0.2               # floor on each domain, relative to the base amount
       max_epochs: 4                # cap: epochs x unique tokens (a number or {domain: epochs})
-      replicates: 1                # seeds per design point (seed, seed+1, ...): measures the noise
+      replicates: 4                # seeds per design point (seed, seed+1, ...): measures the noise (design 1: 1)
       bootstrap: 0                 # resamples of whole seeds for intervals (needs replicates >= 2)
       eval_points: 1               # DDO runs: the final evaluation only (and step 0, as every curve)
     regmix:                        # RegMix's (methods/regmix.py): random mixtures at one budget
@@ -51,7 +53,7 @@ line naming the key and the value. Relative paths are relative to the config fil
       metric: perplexity           # perplexity | loss, per validation domain
       weights: null                # {domain: weight}; null: unweighted mean (the paper's)
     target:
-      budget: 1.6e6                # tokens; null: AutoScale's rule N2^2 / N1 (only with autoscale alone)
+      budget: 1.28e7               # tokens; null: AutoScale's rule N2^2 / N1 (only with autoscale alone)
       offsets: false               # true: apply the law to tokens + DDO offsets (see extrapolate.py)
       validate: true               # train the predicted mixture and the comparisons at the target
       compare: [uniform, natural, ddo]   # baselines (autoscale.baselines): uniform, natural, ddo (with

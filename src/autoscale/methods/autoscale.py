@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from autoscale.errors import AutoscaleError
 from autoscale.methods.base import (
@@ -42,12 +42,24 @@ from autoscale.methods.base import (
 from autoscale.mixture import Mixture
 from autoscale.settings import Strict as _Strict
 from autoscale.settings import Tokens, check_base, check_epochs
-from autoscale.tokens import budget_name
+from autoscale.tokens import budget_name, format_tokens
+
+#: What each version of the search design sets where the config is silent (``ddo.design``). Version 1 is
+#: the paper's perturbations, one run per design point; version 2 is what recovered most of the target's
+#: gain per unit of search compute on hard simulated worlds (bench/simworld.py): wider perturbations
+#: (x0.1 and x5) and 4 replicates, with the budgets 16x apart (N1 = N2 / 16; the budgets stay the config's).
+DESIGNS: dict[int, dict[str, object]] = {
+    1: {"ratios": [0.2, 3.0], "replicates": 1},
+    2: {"ratios": [0.1, 5.0], "replicates": 4},
+}
 
 
 class DDOConfig(_Strict):
     """Direct Data Optimization at two or more affordable budgets (METHOD.md section 2)."""
 
+    design: Literal[1, 2] = Field(
+        1, description="version of the search design: the defaults of ratios and replicates (DESIGNS); "
+                       "1 when absent, so that a config written before version 2 computes what it did")
     budgets: list[Tokens] = Field(min_length=2, description="tokens, increasing")
     ratios: list[float] = Field([0.2, 3.0], min_length=2, description="relative to the base amount")
     base: Literal["uniform", "natural"] | dict[str, float] = "uniform"
@@ -58,6 +70,14 @@ class DDOConfig(_Strict):
     eval_points: int | None = Field(
         None, ge=1, strict=True,
         description="evaluation points of each DDO run (1: the final evaluation only); default proxy.eval.points")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _design_defaults(cls, data: object) -> object:
+        # the design's defaults fill what the config leaves out; what it says stays
+        if isinstance(data, dict) and data.get("design") in DESIGNS:
+            return DESIGNS[data["design"]] | data
+        return data
 
     @field_validator("bootstrap")
     @classmethod
@@ -90,6 +110,19 @@ class DDOConfig(_Strict):
     _base = field_validator("base")(check_base)
 
     _epochs = field_validator("max_epochs")(check_epochs)
+
+
+#: design 2's budgets: the largest over the smallest, as measured (bench/simworld.py)
+DESIGN_2_SPAN = 16.0
+
+
+def design_warnings(settings: DDOConfig) -> list[str]:
+    """What to tell a user whose config departs from how its design was measured."""
+    span = settings.budgets[-1] / settings.budgets[0]
+    if settings.design == 2 and span < DESIGN_2_SPAN:
+        return [f"ddo.design 2 was measured with the budgets {DESIGN_2_SPAN:g}x apart; these are {span:.3g}x apart "
+                f"(a smallest budget of {format_tokens(settings.budgets[-1] / DESIGN_2_SPAN)} would match)"]
+    return []
 
 
 class AutoScale(Method):
@@ -192,7 +225,7 @@ class AutoScale(Method):
             "from": [{"budget": b, "mixture": r.mixture.to_dict()} for b, r in results.items()],
             "caps": ctx.caps,
         }))
-        done.append(("extrapolate", weights_line(ex.mixture), tuple(ex.warnings)))
+        done.append(("extrapolate", weights_line(ex.mixture), (*ex.warnings, *design_warnings(settings))))
         summary = {
             "searched": summary_ddo,
             "target": {"budget": ex.mixture.budget, "weights": ex.mixture.weights, "tokens": dict(ex.mixture.tokens),
