@@ -115,6 +115,7 @@ QUICK_BENCH = BenchPlan(
                               model={**_BYTES_L2, "seq_len": 32}, eval={"points": 4, "max_tokens": 1024},
                               seeds=(100, 101), bootstrap=25),
     searches=2,
+    oracle_replicates=1,  # the path, not the oracle's noise: a sixth of this plan's training
     # each start of the law's fit costs seconds; the quick run checks the path, not the fit
     law_starts=1,
     law_fit_steps=500,

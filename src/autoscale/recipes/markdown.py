@@ -76,7 +76,7 @@ def record_markdown(result: BenchResult, command: str) -> str:
         f"{p.replicates} coupled replicates, whole-seed bootstrap; target {format_tokens(p.target)} tokens "
         f"({p.target / p.budgets[1]:g} x N2); {plan.searches} searches with disjoint seeds "
         + ", ".join(f"{plan.search_seed(i)}-{plan.search_seed(i) + p.replicates - 1}" for i in range(plan.searches))
-        + f"; oracle: DDO at the target with {plan.oracle_replicates} replicates; validation seeds "
+        + f"; oracle: DDO at the target with {plan.oracle_replicates} replicate{'s' if plan.oracle_replicates > 1 else ''}; validation seeds "
         f"{', '.join(map(str, result.seeds))} for every mixture; evaluation on {_evaluated(p)}; "
         "objective: mean validation perplexity over the domains; "
         f"max_epochs {p.max_epochs:g}.",
