@@ -49,7 +49,7 @@ from autoscale.tokens import budget_name, format_tokens
 #: gain per unit of search compute on hard simulated worlds (bench/simworld.py): wider perturbations
 #: (x0.1 and x5) and 4 replicates, with the budgets 16x apart (N1 = N2 / 16; the budgets stay the config's).
 DESIGNS: dict[int, dict[str, object]] = {
-    1: {"ratios": [0.2, 3.0], "replicates": 1},
+    1: {"ratios": [0.2, 3.0], "replicates": 1},  # the paper's ratios (ddo.plan.PUBLISHED_RATIOS)
     2: {"ratios": [0.1, 5.0], "replicates": 4},
 }
 
@@ -61,12 +61,13 @@ class DDOConfig(_Strict):
         1, description="version of the search design: the defaults of ratios and replicates (DESIGNS); "
                        "1 when absent, so that a config written before version 2 computes what it did")
     budgets: list[Tokens] = Field(min_length=2, description="tokens, increasing")
-    ratios: list[float] = Field([0.2, 3.0], min_length=2, description="relative to the base amount")
+    ratios: list[float] = Field(DESIGNS[1]["ratios"], min_length=2, description="relative to the base amount")
     base: Literal["uniform", "natural"] | dict[str, float] = "uniform"
     min_ratio: float = Field(0.2, ge=0, lt=1, description="floor, relative to the base amount")
     max_epochs: float | dict[str, float] | None = Field(None, description="cap: epochs x unique tokens")
     bootstrap: int = Field(0, ge=0, description="bootstrap resamples for weight intervals")
-    replicates: int = Field(1, ge=1, strict=True, description="seeds per design point: seed, seed+1, ...")
+    replicates: int = Field(DESIGNS[1]["replicates"], ge=1, strict=True,
+                            description="seeds per design point: seed, seed+1, ...")
     eval_points: int | None = Field(
         None, ge=1, strict=True,
         description="evaluation points of each DDO run (1: the final evaluation only); default proxy.eval.points")
@@ -75,8 +76,8 @@ class DDOConfig(_Strict):
     @classmethod
     def _design_defaults(cls, data: object) -> object:
         # the design's defaults fill what the config leaves out; what it says stays
-        if isinstance(data, dict) and data.get("design") in DESIGNS:
-            return DESIGNS[data["design"]] | data
+        if isinstance(data, dict) and data.get("design", 1) in DESIGNS:
+            return DESIGNS[data.get("design", 1)] | data
         return data
 
     @field_validator("bootstrap")
