@@ -71,7 +71,8 @@ class Design:
         results = fit_ddo_budgets(tables, bootstrap=BOOTSTRAP if self.draws else 0, hold_weak=self.weak == "hold")
         mixtures = [r.mixture for r in results.values()]
         options = {"target": target, "hold": held_weights(mixtures)}
-        weights = np.array([extrapolate(mixtures, **options).mixture.weights[d] for d in domains])
+        target_weights = extrapolate(mixtures, **options).mixture.weights
+        weights = np.array([target_weights[d] for d in domains])
         if self.draws:
             draws, _ = extrapolate_draws(mixtures, [r.draws for r in results.values()], **options)
             weights = draws.mean(axis=0) if self.draws == "bag" else shrunk(weights, draws)

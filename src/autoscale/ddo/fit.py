@@ -130,9 +130,10 @@ def fit_ddo(
         seed: seed of the bootstrap resampling (the result is deterministic for a seed; the same seed
             and replicate count draw the same seeds at every budget: the draws are joint).
         hold: domains to hold at their base share in any case (e.g. held at another budget).
-        hold_weak: hold a domain whose effects do not stand out from the noise (design 1). False: fit it
-            all the same (a non-monotone domain is held in any case: the power law cannot represent it),
-            and leave the noise to the caller, e.g. a shrinkage of the target mixture (design 2).
+        hold_weak: hold a domain whose effects do not stand out from the noise (what the pipeline does).
+            False: fit it all the same (a non-monotone domain is held in any case: the power law cannot
+            represent it), and leave the noise to the caller, e.g. bagging or shrinking the target mixture
+            (the "free" designs of bench/simworld.py).
     """
     domains = check_mixture_domains(table.domains)
     check_bootstrap(bootstrap)

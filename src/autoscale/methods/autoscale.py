@@ -25,6 +25,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from autoscale.ddo.plan import PUBLISHED_RATIOS
 from autoscale.errors import AutoscaleError
 from autoscale.methods.base import (
     Artefact,
@@ -49,7 +50,7 @@ from autoscale.tokens import budget_name, format_tokens
 #: gain per unit of search compute on hard simulated worlds (bench/simworld.py): wider perturbations
 #: (x0.1 and x5) and 4 replicates, with the budgets 16x apart (N1 = N2 / 16; the budgets stay the config's).
 DESIGNS: dict[int, dict[str, object]] = {
-    1: {"ratios": [0.2, 3.0], "replicates": 1},  # the paper's ratios (ddo.plan.PUBLISHED_RATIOS)
+    1: {"ratios": list(PUBLISHED_RATIOS), "replicates": 1},
     2: {"ratios": [0.1, 5.0], "replicates": 4},
 }
 
