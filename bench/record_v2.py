@@ -17,7 +17,8 @@ Design (fixed on 2026-12-02 before any run of it, and before the headroom it dep
   DoReMi a reference and a proxy run at N2; the mixture law 4m + 4 mixtures at N1, sqrt(N1 N2), N2).
 - Validation at N3 with seeds 100, 101, 102 of every method's mixture beside uniform, natural,
   LLaMA-style, AutoScale's N2 DDO optimum reused as is, and the oracle (the headroom study's plain
-  fit of DDO run at N3).
+  fit of DDO run at N3; its row as recorded, weights to 3 decimals, where the study's store is gone:
+  `headroom.RECORDED`).
 - Held-out budget: DDO at sqrt(N1 N2) = 256k with seeds 0-2 against the law's interpolation there.
 
 Measured before any method ran (by hand, 2026-12-02, small-targets store, seed 0, 1 thread; the
@@ -30,6 +31,22 @@ final loss swings by ~13% between seeds, more than a perturbation moves it, whic
 and the noise-aware fit must absorb. The design was left as it
 was fixed (the demo's budgets); the record reports what comes out.
 
+Design 2 beside design 1 (issue 25; fixed on 2026-12-03 before any of its runs, after the hard
+simulated worlds of bench/simworld.py had chosen design 2 and before any run of this record was
+retrained here; the first record's run store was lost with its machine, so the invocation that
+adds design 2 retrains the record too):
+- AutoScale alone with ``ddo.design: 2`` (perturbations x0.1 and x5, 4 coupled replicates: seeds 0-3)
+  at N1 = 32k = N2 / 16 and N2 = 512k tokens (the 16x span design 2 was measured with; N2 and the
+  target as design 1's), everything else as design 1: objective, corpus, proxy, bootstrap 200, floors,
+  caps, target N3.
+- Its mixture and its own N2 DDO optimum validated at N3 with seeds 100, 101, 102 beside the record's
+  mixtures: the record's run store is copied first, so every run the two share (the baselines' N3
+  runs, the N2 base runs of seeds 0-2) is the same run, trained once.
+- Held-out: its law's interpolation at sqrt(32k x 512k) = 128k against the record's DDO optimum there
+  (design 1's N1 search), no training.
+- Goal (issue 25's for the chosen default, stated before the run): not a loss against uniform (the 95%
+  interval not below zero), at least 75% of the oracle's gain, and at most 1.5x design 1's search tokens.
+
 Figures: the oracle's gain over uniform (the headroom) first; then per method its gain over uniform
 and over the reused DDO optimum (1 - objective(method, s) / objective(baseline, s) per seed, mean
 and t 95% interval over the 3 seeds), its fraction of the oracle's gain, its search compute as a
@@ -41,6 +58,7 @@ Writes bench/results/record_v2.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import math
@@ -57,7 +75,7 @@ from autoscale.gain import Gain, paired_gain
 from autoscale.recipes.bench import BenchPlan, _finals_and_curves, _held_out
 from autoscale.recipes.demo import _BYTES_L2, _TRAIN, DEMO_DOMAINS, DemoPlan, demo_config, write_config
 from autoscale.recipes.methods_bench import COMPARED, _reuse_runs, methods_settings
-from autoscale.report.results import format_tokens
+from autoscale.tokens import format_tokens
 
 RESULTS = Path(__file__).resolve().parent / "results" / "record_v2.md"
 PLAN = DemoPlan(
@@ -65,6 +83,10 @@ PLAN = DemoPlan(
     train=_TRAIN, eval={"points": 8, "max_tokens": None}, val_tokens=headroom.VAL_TOKENS, replicates=3,
     seeds=headroom.VALIDATION_SEEDS, bootstrap=200, workers=2, max_epochs=headroom.MAX_EPOCHS,
 )
+#: design 2 beside the record (docstring): 4 replicates; its ratios are the design's own
+DESIGN_2_REPLICATES = 4
+GOAL_2 = ("design 2 is not a loss against uniform (its 95% interval not below zero), reaches at least 75% of the "
+          "oracle's gain, and costs at most 1.5x design 1's search tokens.")
 GOAL = ("the oracle's headroom over uniform is distinguishable from zero; AutoScale beats uniform with a 95% "
         "interval above zero and reaches at least 75% of the oracle's gain; AutoScale is compared with the reused "
         "DDO optimum (the paper's claim that the optimum moves with scale) and with each other method.")
@@ -72,17 +94,23 @@ GOAL = ("the oracle's headroom over uniform is distinguishable from zero; AutoSc
 
 def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) -> dict[str, Any]:
     """Run (or resume) the record in ``out`` and return what the report needs."""
-    from autoscale.experiment.pipeline import run_experiment
-
     started = time.perf_counter()
     rows = headroom.measured(headroom_dir, say, train=False)
     chosen = headroom.choose(rows)
     if chosen is None:
         raise SystemExit("the headroom study has not chosen the objective yet: run bench/headroom.py first")
     plan = dataclasses.replace(plan, objective=chosen["weights"])
-    corpus = headroom_dir / "corpus" / chosen["corpus"]
-    out.mkdir(parents=True, exist_ok=True)
     say(f"record v2: objective {chosen['objective']} on the {chosen['corpus']} corpus")
+    measured = experiments(out, plan, headroom_dir / "corpus" / chosen["corpus"], chosen, say, train)
+    return {"plan": plan, "chosen": chosen, "rows": rows, **measured,
+            "wall_time_s": time.perf_counter() - started, "directory": out}
+
+
+def experiments(out: Path, plan: DemoPlan, corpus: Path, chosen: dict[str, Any], say, train: bool) -> dict[str, Any]:
+    """Run (or resume) the record's experiments and design 2's in ``out``; their results."""
+    from autoscale.experiment.pipeline import run_experiment
+
+    out.mkdir(parents=True, exist_ok=True)
 
     def experiment(name: str, config: dict[str, Any]):
         loaded = write_config(out, f"{name}.yaml", config)
@@ -98,12 +126,44 @@ def run(out: Path, headroom_dir: Path, plan: DemoPlan, say, train: bool = True) 
         _reuse_runs(record, held, say)  # its N1 runs are the record's
     experiment("heldout", demo_config(plan, corpus, plan.domains, output="heldout", seed=0,
                                       budgets=(plan.budgets[0], mid), validate=False))
-    summary = record.read_record(record.summary, SummaryRecord)
-    return {"plan": plan, "chosen": chosen, "rows": rows, "summary": None if summary is None else dump(summary),
-            "validation": record.read_record(record.validation, ValidationRecord),
-            "held_out": _held_out(out / "record", out / "heldout", plan.budgets, mid),
-            "ddo": {b: record.read_json(path) for b, path in record.search_records("autoscale")},
-            "wall_time_s": time.perf_counter() - started, "directory": out}
+    design2 = ExperimentFolder(out / "design2")
+    if train:
+        _reuse_runs(record, design2, say)  # the baselines' target runs and the N2 base runs are the record's
+    budgets = design_2_budgets(plan)
+    config = demo_config(plan, corpus, plan.domains, output="design2", seed=0, budgets=budgets,
+                         replicates=DESIGN_2_REPLICATES, mixtures={"oracle": chosen["oracle"]})
+    del config["ddo"]["ratios"]  # design 2's own (x0.1, x5)
+    config["ddo"]["design"] = 2
+    experiment("design2", config)
+    return {**_results(record), "held_out": _held_out(out / "record", out / "heldout", plan.budgets, mid),
+            "design2": {**_results(design2), "held_out": _held_out(out / "design2", out / "record", budgets,
+                                                                   plan.budgets[0])}
+            if design2.summary.exists() else None}
+
+
+def design_2_budgets(plan: DemoPlan) -> tuple[float, float]:
+    """Design 2's search budgets: N2 / 16 and the record's N2 (the 16x span it was measured with)."""
+    return plan.budgets[1] / 16, plan.budgets[1]
+
+
+def _results(folder: ExperimentFolder) -> dict[str, Any]:
+    """An experiment's summary, validation and AutoScale's DDO records (budget -> record)."""
+    summary = folder.read_record(folder.summary, SummaryRecord)
+    return {"summary": None if summary is None else dump(summary),
+            "validation": folder.read_record(folder.validation, ValidationRecord),
+            "ddo": {b: folder.read_json(path) for b, path in folder.search_records("autoscale")}}
+
+
+def trained_span(out: Path) -> float:
+    """Seconds from the first run's start to the last run's finish over the workspace's run stores."""
+    import sqlite3
+
+    spans = []
+    for store in out.glob("*/runs.sqlite"):
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            spans.append(db.execute("SELECT MIN(started_at), MAX(finished_at) FROM attempt_log").fetchone())
+    spans = [(a, b) for a, b in spans if a is not None and b is not None]
+    return max(b for _, b in spans) - min(a for a, _ in spans) if spans else 0.0
 
 
 def _ci(g: Gain | None) -> str:
@@ -127,7 +187,8 @@ def report(r: dict[str, Any], command: str) -> str:
         f"Command: `{command}` (after `.venv/bin/python bench/headroom.py`, which it reads).  ",
         f"Machine: {machine('torch')}.  ",
         f"Date: {datetime.date.today().isoformat()}; wall time of this invocation {r['wall_time_s'] / 60:.1f} min "
-        f"(finished runs in `{r['directory']}` are reused, not retrained).", "",
+        f"(finished runs in `{r['directory']}` are reused, not retrained); its runs were trained over "
+        f"{trained_span(r['directory']) / 60:.1f} min (first start to last finish in its run stores).", "",
         f"**Goal, stated before the run:** {GOAL}", "",
         f"**Design** (`bench/record_v2.py` docstring, fixed before any run): the demo corpus "
         f"({chosen['corpus']}: `bench/headroom.py`), {len(domains)} domains; objective.weights "
@@ -140,7 +201,9 @@ def report(r: dict[str, Any], command: str) -> str:
         f"- In this record's validation: **{_ci(oracle)}** (per seed: oracle "
         + ", ".join(f"{v:.3f}" for _, v in sorted(finals.get('oracle', {}).items())) + "; uniform "
         + ", ".join(f"{v:.3f}" for _, v in sorted(finals.get('uniform', {}).items())) + ").",
-        f"- In the headroom study (its own runs of the same mixtures and seeds): {_ci(chosen['gain'])}.", "",
+        "- In the headroom study (its own runs of the same mixtures and seeds"
+        + (f"; carried from commit {chosen['carried']}, its run store lost" if "carried" in chosen else "")
+        + f"): {_ci(chosen['gain'])}.", "",
         "### 2. Each method at the target", "",
         "| method | search runs | search tokens | x one target run | objective per seed | gain over uniform | "
         f"over DDO {n2} reused | fraction of the oracle's gain | AutoScale's gain over it |",
@@ -178,12 +241,77 @@ def report(r: dict[str, Any], command: str) -> str:
     lines.append(f"| DDO at {format_tokens(held.budget)} | " + " | ".join(f"{held.measured[d]:.3f}" for d in domains)
                  + " |")
     lines += ["", "### Reading (generated from the numbers above)", ""] + [f"- {x}" for x in reading(finals, methods, oracle)]
+    lines += [""] + beside(r, finals, oracle)
     return "\n".join(lines) + "\n"
 
 
-def searched(records: dict[int, dict], domains: list[str]) -> list[str]:
+def beside(r: dict[str, Any], finals: dict[str, dict[int, float]], oracle: Gain | None) -> list[str]:
+    """Section 5: AutoScale with design 2 beside design 1 (issue 25), on the record's baselines."""
+    lines = ["### 5. AutoScale's search design 2 beside design 1 (issue 25)", "", f"**Goal, stated before the run:** "
+             f"{GOAL_2}", ""]
+    d2 = r["design2"]
+    if d2 is None or d2["validation"] is None:
+        return lines + ["Design 2 has not finished in this workspace: rerun the command."]
+    plan, one = r["plan"], r["summary"]["methods"]["autoscale"]
+    two = d2["summary"]["methods"]["autoscale"]
+    finals2, _ = _finals_and_curves(d2["validation"])
+    n2 = format_tokens(plan.budgets[1])
+    lines += [
+        "Design 2: `ddo.design: 2` (x0.1 and x5, 4 coupled replicates) at "
+        + " and ".join(format_tokens(b) for b in design_2_budgets(plan)) + " tokens; everything else as design 1 "
+        "(the record's run store is copied first: the runs the two share are trained once).", "",
+        f"| design | search budgets | replicates | ratios | search runs | search tokens | x design 1's | objective per "
+        f"seed | gain over uniform | over its own DDO {n2} reused | fraction of the oracle's gain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e, f, rec in (("1", one, finals, r["ddo"]), ("2", two, finals2, d2["ddo"])):
+        mix = e["mixture"]
+        over_u = paired_gain("uniform", f.get(mix, {}), f.get("uniform", {}))
+        frac = "-" if over_u is None or oracle is None or oracle.mean <= 0 else f"{over_u.mean / oracle.mean:.0%}"
+        # the ratios as run at N2 (whole sequences round them a little at small budgets)
+        noise = (rec[max(rec)].get("noise") or {}) if rec else {}
+        ratios = sorted({f"x{x['ratio']:.2g}" for effects in (noise.get("effects") or {}).values() for x in effects},
+                        key=lambda x: float(x[1:]))
+        lines.append(
+            f"| {name} | {', '.join(format_tokens(b) for b in sorted(rec))} | {noise.get('replicates', '-')} | "
+            + ", ".join(ratios) + f" | {e['search_runs']} | "
+            f"{format_tokens(e['search_tokens'])} | {e['search_tokens'] / one['search_tokens']:.2f} | "
+            + ", ".join(f"{v:.3f}" for _, v in sorted(f.get(mix, {}).items()))
+            + f" | {_ci(over_u)} | {_ci(paired_gain('ddo', f.get(mix, {}), f.get('ddo', {})))} | {frac} |")
+    two_over_one = paired_gain("design 1", finals2.get(two["mixture"], {}), finals.get(one["mixture"], {}))
+    same = [b for b in ("uniform", "natural", "llama-style", "oracle") if finals.get(b) == finals2.get(b)]
+    held = d2["held_out"]
+    held_ci = "" if held.interval is None else f" (95% bootstrap interval {held.interval[0]:.3f} to {held.interval[1]:.3f})"
+    domains = list(d2["summary"]["domains"])
+    lines += [
+        "", f"- Design 2 over design 1 at the target: **{_ci(two_over_one)}**.",
+        f"- Baselines whose validation runs are identical in both (the same run keys): {', '.join(same) or 'none'}.",
+        f"- Design 2's law at {format_tokens(held.budget)} (from its "
+        + " and ".join(format_tokens(b) for b in design_2_budgets(plan))
+        + f" optima) against design 1's DDO run there: L1 {held.l1:.3f}{held_ci}.", "",
+    ]
+    lines += searched(d2["ddo"], domains, held_out_by_design=False)[2:] + ["", "| mixture | " + " | ".join(domains) + " |",
+                                                  "|---|" + "---|" * len(domains)]
+    for name, mixture in d2["validation"].mixtures.items():
+        if name in ("predicted", "ddo"):
+            lines.append(f"| design 2 {name} | " + " | ".join(f"{mixture.weights[d]:.3f}" for d in domains) + " |")
+    over_u = paired_gain("uniform", finals2.get(two["mixture"], {}), finals2.get("uniform", {}))
+    frac = None if over_u is None or oracle is None or oracle.mean <= 0 else over_u.mean / oracle.mean
+    ratio = two["search_tokens"] / one["search_tokens"]
+    checks = {"not a loss against uniform": over_u is not None and over_u.verdict != "loss",
+              "at least 75% of the oracle's gain": frac is not None and frac >= 0.75,
+              "at most 1.5x design 1's search tokens": ratio <= 1.5}
+    lines += ["", "Reading (generated): " + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items())
+              + (f" (fraction {frac:.0%}, compute {ratio:.2f}x)" if frac is not None else f" (compute {ratio:.2f}x)")
+              + (". Goal met." if all(checks.values()) else ". Goal not met.")]
+    return lines
+
+
+def searched(records: dict[int, dict], domains: list[str], held_out_by_design: bool = True) -> list[str]:
     """What AutoScale's DDO saw at each search budget (its ddo_<budget>.json): held domains and why,
-    the noise, and each domain's measured effects (objective relative to the base run, minus 1)."""
+    the noise, and each domain's measured effects (objective relative to the base run, minus 1).
+    ``held_out_by_design``: the held-out DDO is the same search design (an all-held search then
+    gives an L1 of 0 by construction)."""
     lines = ["### 2b. What AutoScale's search saw (its DDO records)", ""]
     for budget, rec in sorted(records.items()):
         noise = rec.get("noise") or {}
@@ -196,8 +324,9 @@ def searched(records: dict[int, dict], domains: list[str]) -> list[str]:
         lines.append(f"- At {format_tokens(budget)}: run-to-run noise {noise.get('noise', float('nan')):.1%} "
                      f"({noise.get('replicates')} replicates); held: {held}. Effects: {effects}.")
     if records and all(len(rec.get("held") or {}) == len(domains) for rec in records.values()):
-        lines.append("- Every domain is held at every budget: DDO keeps the base (uniform) mixture, the law "
-                     "extrapolates it unchanged, and the held-out L1 is 0 by construction.")
+        lines.append("- Every domain is held at every budget: DDO keeps the base (uniform) mixture and the law "
+                     "extrapolates it unchanged" + ("; the held-out L1 is 0 by construction." if held_out_by_design
+                                                    else "."))
     return lines
 
 
