@@ -62,6 +62,7 @@ import contextlib
 import dataclasses
 import datetime
 import math
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,6 @@ def _results(folder: ExperimentFolder) -> dict[str, Any]:
 
 def trained_span(out: Path) -> float:
     """Seconds from the first run's start to the last run's finish over the workspace's run stores."""
-    import sqlite3
-
     spans = []
     for store in out.glob("*/runs.sqlite"):
         with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
@@ -279,7 +278,7 @@ def beside(r: dict[str, Any], finals: dict[str, dict[int, float]], oracle: Gain 
             + ", ".join(f"{v:.3f}" for _, v in sorted(f.get(mix, {}).items()))
             + f" | {_ci(over_u)} | {_ci(paired_gain('ddo', f.get(mix, {}), f.get('ddo', {})))} | {frac} |")
     two_over_one = paired_gain("design 1", finals2.get(two["mixture"], {}), finals.get(one["mixture"], {}))
-    same = [b for b in ("uniform", "natural", "llama-style", "oracle") if finals.get(b) == finals2.get(b)]
+    same = [b for b in ("uniform", "natural", "llama-style", "oracle") if finals.get(b) and finals.get(b) == finals2.get(b)]
     held = d2["held_out"]
     held_ci = "" if held.interval is None else f" (95% bootstrap interval {held.interval[0]:.3f} to {held.interval[1]:.3f})"
     domains = list(d2["summary"]["domains"])
