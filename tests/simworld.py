@@ -299,6 +299,7 @@ def _is_hard(world: World) -> bool:
             return False
     return True
 
+
 def true_metrics(
     world: World, tokens: Mapping[str, float], seed: int, run_noise: float, seed_noise: float,
     common_noise: float = 0.0,
